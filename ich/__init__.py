@@ -1,0 +1,1 @@
+"""Intracranial-hemorrhage detection on head CT: the library behind the DVC stages in ``stages/``."""

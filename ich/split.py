@@ -1,0 +1,72 @@
+"""Patient-grouped, multi-label-stratified train/val/test split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ich.labels import LABELS
+
+__all__ = ["SPLITS", "grouped_stratified_split"]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def grouped_stratified_split(
+    frame: pd.DataFrame,
+    fractions: Sequence[float],
+    seed: int,
+    group_column: str = "PatientID",
+    labels: Sequence[str] = LABELS,
+) -> pd.Series:
+    """Assign every row to a split so that no group (patient) spans two splits.
+
+    Greedy iterative stratification over groups (after Sechidis et al., 2011): groups are placed rarest
+    label first; each goes to the split that is relatively furthest below its target for the rarest label
+    the group carries (so even a label seen in a handful of patients reaches every split), ties broken
+    by how far each split is below its target image count, then by a seeded shuffle. Label-free groups
+    fill the image counts. The result depends only on the data and ``seed``.
+
+    Args:
+        frame: one row per image with ``group_column`` and 0/1 ``labels`` columns.
+        fractions: target share of images per split, in :data:`SPLITS` order; sums to 1.
+        seed: tie-breaking seed.
+
+    Returns:
+        A Series aligned with ``frame`` holding ``"train"``, ``"val"`` or ``"test"``.
+    """
+    fractions_array = np.asarray(fractions, dtype=float)
+    if len(fractions_array) != len(SPLITS) or abs(fractions_array.sum() - 1) > 1e-6:
+        raise ValueError(f"fractions must be {len(SPLITS)} numbers summing to 1. Received: {list(fractions)}")
+    groups = frame[group_column].astype(str)
+    per_group = frame[list(labels)].astype(np.int64).groupby(groups.to_numpy()).sum()
+    per_group.insert(0, "_images", groups.value_counts().reindex(per_group.index).to_numpy())
+    # Deterministic order: sort group keys, shuffle by seed, then rarest-label groups first.
+    rng = np.random.default_rng(seed)
+    per_group = per_group.sort_index()
+    per_group = per_group.iloc[rng.permutation(len(per_group))]
+    counts = per_group.to_numpy(dtype=float)  # (groups, 1 + labels)
+    totals = counts.sum(axis=0)
+    rarity = np.where(counts[:, 1:] > 0, totals[1:], np.inf).min(axis=1)
+    order = np.lexsort((-counts[:, 0], rarity))
+
+    targets = fractions_array[:, None] * totals[None, :]  # (splits, 1 + labels)
+    current = np.zeros_like(targets)
+    open_split = fractions_array > 0
+    assignment = np.empty(len(per_group), dtype=np.int64)
+    for index in order:
+        group_counts = counts[index]
+        relative_deficit = (targets - current) / np.maximum(targets, 1e-9)
+        carried = np.flatnonzero(group_counts[1:] > 0) + 1
+        primary = (
+            relative_deficit[:, carried[np.argmin(totals[carried])]] if len(carried) else np.zeros(len(SPLITS))
+        )
+        score = primary + 1e-3 * relative_deficit[:, 0]
+        score[~open_split] = -np.inf  # a split with a zero target never receives anything
+        best = int(np.argmax(score))
+        assignment[index] = best
+        current[best] += group_counts
+    mapping = dict(zip(per_group.index, np.asarray(SPLITS)[assignment]))
+    return groups.map(mapping).rename("split")

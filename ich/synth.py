@@ -1,0 +1,394 @@
+"""A synthetic head-CT data set in the exact RSNA 2019 layout (DICOM files + long labels CSV).
+
+Each patient is a series of axial slices through an ellipsoidal head: air, scalp, skull (bone HU with a
+softer diploe), brain with grey/white texture and noise, sulci and lateral ventricles (CSF). Hemorrhages
+are drawn as acute blood (50-90 HU) in their characteristic place and shape and span adjacent slices:
+
+- epidural: a biconvex lens against the inner table, narrow and thick;
+- subdural: a long thin crescent along the inner table;
+- intraparenchymal: an irregular blob inside the parenchyma;
+- intraventricular: blood layering in the dependent part of the ventricles;
+- subarachnoid: blood filling the sulci of one sector.
+
+A slice's labels come from what was actually drawn on it (a lesion counts once it covers a few pixels),
+so the labels are honest. Everything is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+from ich.files import atomic_write_bytes, write_csv
+from ich.labels import ANY, RSNA_ROW_ORDER, SUBTYPES
+
+__all__ = ["SynthConfig", "Lesion", "render_slice", "generate"]
+
+_SKULL_INNER = 0.92  # radius (in head units) of the inner table
+_SCALP_OUTER = 1.05
+_BLOOD_HU = (55.0, 85.0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Sizes and quirks of the synthetic set. Fractions are of series; counts are absolute."""
+
+    seed: int = 2019
+    patients: int = 100
+    slices_per_series: int = 20
+    image_size: int = 256
+    second_study_fraction: float = 0.15
+    hemorrhage_fraction: float = 0.5
+    subtype_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "epidural": 0.07,
+            "intraparenchymal": 0.24,
+            "intraventricular": 0.18,
+            "subarachnoid": 0.25,
+            "subdural": 0.26,
+        }
+    )
+    wrapped_fraction: float = 0.1
+    nonsquare_fraction: float = 0.1
+    multivalued_window_fraction: float = 0.3
+    corrupt_files: int = 1
+    missing_files: int = 1
+    duplicate_rows: int = 30
+    invalid_id_images: int = 1
+
+    def __post_init__(self) -> None:
+        if self.patients < 1 or self.slices_per_series < 3 or self.image_size < 32:
+            raise ValueError(
+                "`synthesize` needs patients >= 1, slices_per_series >= 3 and image_size >= 32. "
+                f"Received: {self.patients}, {self.slices_per_series}, {self.image_size}"
+            )
+        unknown = set(self.subtype_weights) - set(SUBTYPES)
+        if unknown:
+            raise ValueError(f"Unknown subtypes in `synthesize.subtype_weights`: {sorted(unknown)}")
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One hemorrhage: its subtype, the slice range it spans and its in-plane shape parameters."""
+
+    subtype: str
+    z_center: float  # in slice-index units
+    z_half: float
+    angle: float  # radians, where it touches the skull / which sector
+    size: float  # in head-radius units
+    offset: tuple[float, float] = (0.0, 0.0)  # intraparenchymal centre (head units)
+    hu: float = 70.0
+
+    def scale_at(self, z: float) -> float:
+        """In-plane size factor on slice ``z``: 1 at the centre, 0 outside the span."""
+        t = (z - self.z_center) / self.z_half
+        return math.sqrt(1.0 - t * t) if abs(t) < 1.0 else 0.0
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+    """Zero-mean, unit-std smooth noise: a coarse random grid upsampled bicubically."""
+    coarse = rng.standard_normal((cells, cells)).astype(np.float32)
+    smooth = cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    return (smooth - smooth.mean()) / (smooth.std() + 1e-6)
+
+
+def render_slice(
+    rows: int,
+    columns: int,
+    z_fraction: float,
+    z_index: float,
+    lesions: list[Lesion],
+    head: tuple[float, float, float, float],
+    texture: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Draw one axial slice in HU.
+
+    Args:
+        rows, columns: image size in pixels.
+        z_fraction: position from skull base (0) to vertex (1).
+        z_index: slice index (lesion spans are in these units).
+        lesions: the patient's hemorrhages.
+        head: ``(centre_x, centre_y, semi_axis_x, semi_axis_y)`` in pixels at the widest level.
+        texture: a smooth ``(rows, columns)`` field for the grey/white pattern.
+        rng: noise source.
+
+    Returns:
+        ``(HU image (rows, columns) float32, {subtype: lesion pixel count})``.
+    """
+    cx, cy, ax, ay = head
+    level = max(0.2, math.sqrt(max(0.0, 1.0 - ((z_fraction - 0.45) / 0.62) ** 2)))
+    y, x = np.mgrid[0:rows, 0:columns].astype(np.float32)
+    u = (x - cx) / (ax * level)
+    v = (y - cy) / (ay * level)
+    radius = np.sqrt(u * u + v * v)
+    theta = np.arctan2(v, u)
+
+    hu = np.full((rows, columns), -1000.0, dtype=np.float32)
+    hu[(radius >= 1.0) & (radius < _SCALP_OUTER)] = 35.0
+    skull = (radius >= _SKULL_INNER) & (radius < 1.0)
+    diploe = np.abs(radius - (1.0 + _SKULL_INNER) / 2) < 0.015
+    hu[skull] = 1300.0
+    hu[skull & diploe] = 650.0
+    brain = radius < _SKULL_INNER
+    grey = radius > _SKULL_INNER - 0.08
+    hu[brain] = 28.0 + 3.0 * texture[brain]
+    hu[brain & grey] = 38.0 + 2.0 * texture[brain & grey]
+    sulci = brain & (radius > _SKULL_INNER - 0.14) & (np.sin(12.0 * theta + 8.0 * radius + 2.0 * texture) > 0.7)
+    hu[sulci] = 8.0
+    vent_scale = math.sqrt(max(0.0, 1.0 - ((z_fraction - 0.5) / 0.2) ** 2))
+    ventricles = np.zeros_like(brain)
+    if vent_scale > 0:
+        for side in (-1.0, 1.0):
+            du, dv = (u - side * 0.11) / (0.07 * vent_scale + 1e-6), (v + 0.04) / (0.26 * vent_scale + 1e-6)
+            ventricles |= (du * du + dv * dv) < 1.0
+        hu[ventricles] = 6.0
+
+    counts: dict[str, int] = {}
+    for lesion in lesions:
+        scale = lesion.scale_at(z_index)
+        if scale <= 0:
+            continue
+        angle_delta = np.angle(np.exp(1j * (theta - lesion.angle)))
+        if lesion.subtype == "epidural":
+            half = 0.45 * scale
+            thickness = lesion.size * scale * np.clip(1.0 - (angle_delta / half) ** 2, 0.0, None)
+            mask = brain & (np.abs(angle_delta) < half) & (radius > _SKULL_INNER - thickness)
+        elif lesion.subtype == "subdural":
+            half = 1.1 * scale
+            thickness = lesion.size * scale * np.clip(1.0 - (angle_delta / half) ** 4, 0.0, None)
+            mask = brain & (np.abs(angle_delta) < half) & (radius > _SKULL_INNER - thickness)
+        elif lesion.subtype == "intraparenchymal":
+            du, dv = u - lesion.offset[0], v - lesion.offset[1]
+            local = np.sqrt(du * du + dv * dv)
+            wobble = 1.0 + 0.25 * np.sin(3.0 * np.arctan2(dv, du) + lesion.angle)
+            mask = brain & (local < lesion.size * scale * wobble)
+        elif lesion.subtype == "intraventricular":
+            mask = ventricles & (v > -0.04 + 0.26 * vent_scale * (0.2 - lesion.size * scale))
+        else:  # subarachnoid
+            mask = sulci & (np.abs(angle_delta) < 0.6 + 0.8 * scale)
+        hu[mask] = lesion.hu + 4.0 * texture[mask]
+        counts[lesion.subtype] = counts.get(lesion.subtype, 0) + int(mask.sum())
+    hu += rng.normal(0.0, 3.0, size=hu.shape).astype(np.float32)
+    return hu, counts
+
+
+def _draw_lesions(rng: np.random.Generator, config: SynthConfig, slices: int) -> list[Lesion]:
+    if rng.random() >= config.hemorrhage_fraction:
+        return []
+    names = list(config.subtype_weights)
+    weights = np.array([config.subtype_weights[name] for name in names], dtype=float)
+    weights /= weights.sum()
+    count = 1 + min(rng.poisson(0.6), 3)
+    lesions = []
+    for subtype in rng.choice(names, size=count, p=weights):
+        z_half = float(rng.uniform(2.0, 4.5))
+        if subtype == "intraventricular":
+            # the ventricles exist only around the middle of the head
+            z_center = float(rng.uniform(0.42, 0.58) * (slices - 1))
+        else:
+            z_center = float(rng.uniform(0.25, 0.75) * (slices - 1))
+        sizes = {
+            "epidural": (0.14, 0.22),
+            "subdural": (0.05, 0.09),
+            "intraparenchymal": (0.08, 0.16),
+            "intraventricular": (0.0, 0.15),
+            "subarachnoid": (0.0, 0.0),
+        }[str(subtype)]
+        radius = rng.uniform(0.3, 0.6)
+        direction = rng.uniform(-math.pi, math.pi)
+        lesions.append(
+            Lesion(
+                subtype=str(subtype),
+                z_center=z_center,
+                z_half=z_half,
+                angle=float(rng.uniform(-math.pi, math.pi)),
+                size=float(rng.uniform(*sizes)),
+                offset=(float(radius * math.cos(direction)), float(radius * math.sin(direction))),
+                hu=float(rng.uniform(*_BLOOD_HU)),
+            )
+        )
+    return lesions
+
+
+def _unique_hex_ids(rng: np.random.Generator, count: int, taken: set[str]) -> list[str]:
+    ids: list[str] = []
+    while len(ids) < count:
+        candidate = f"ID_{int(rng.integers(0, 16**9)):09x}"
+        if candidate not in taken:
+            taken.add(candidate)
+            ids.append(candidate)
+    return ids
+
+
+def _dicom_bytes(
+    hu: np.ndarray,
+    image_id: str,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    position_z: float,
+    encoding: str,
+    multivalued_window: bool,
+) -> bytes:
+    """Encode an HU slice as an RSNA-style CT DICOM; ``encoding`` picks how pixels are stored."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = image_id
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = image_id
+    ds.Modality = "CT"
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = ""
+    ds.ImagePositionPatient = [-125.0, -125.0, round(position_z, 3)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = hu.shape
+    ds.PixelSpacing = [0.488281, 0.488281]
+    ds.BitsAllocated = 16
+    ds.RescaleSlope = 1.0
+    ds.WindowCenter = [36, 36] if multivalued_window else 40
+    ds.WindowWidth = [80, 80] if multivalued_window else 80
+    values = np.rint(hu)
+    if encoding == "wrapped":
+        # 12-bit unsigned with wrap-around: the RSNA fault that the pixel fix undoes
+        stored = np.mod(np.clip(values, -1000, 3095), 4096).astype(np.uint16)
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+        ds.RescaleIntercept = 0.0
+    elif encoding == "unsigned12":
+        stored = np.clip(values + 1024, 0, 4095).astype(np.uint16)
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+        ds.RescaleIntercept = -1024.0
+    else:
+        stored = np.clip(values + 1024, -32768, 32767).astype(np.int16)
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 1
+        ds.RescaleIntercept = -1024.0
+    ds.PixelData = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+
+def generate(config: SynthConfig, output_dir: str | Path) -> dict[str, int]:
+    """Write ``<output_dir>/stage_2_train/<ID>.dcm`` and ``<output_dir>/stage_2_train.csv``.
+
+    Returns:
+        Counts for the stage's metrics (images, series, positives per label, planted quirks).
+    """
+    with warnings.catch_warnings():
+        # RSNA stores its IDs (``ID_...``) in UID elements, which pydicom flags as invalid: expected here.
+        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+        return _generate(config, Path(output_dir))
+
+
+def _generate(config: SynthConfig, output_dir: Path) -> dict[str, int]:
+    dicom_dir = output_dir / "stage_2_train"
+    dicom_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    taken: set[str] = set()
+    size = config.image_size
+    records: list[tuple[str, dict[str, int]]] = []
+    written: list[str] = []
+    series_count = 0
+    quirks = {"wrapped_series": 0, "nonsquare_series": 0, "multivalued_window_series": 0}
+
+    for patient_index in range(config.patients):
+        (patient_id,) = _unique_hex_ids(rng, 1, taken)
+        studies = 2 if rng.random() < config.second_study_fraction else 1
+        for _ in range(studies):
+            study_uid, series_uid = _unique_hex_ids(rng, 2, taken)
+            series_count += 1
+            slices = config.slices_per_series
+            rows = size
+            columns = int(round(size * 490 / 638)) if rng.random() < config.nonsquare_fraction else size
+            encoding = "wrapped" if rng.random() < config.wrapped_fraction else str(
+                rng.choice(["signed16", "unsigned12"])
+            )
+            multivalued = bool(rng.random() < config.multivalued_window_fraction)
+            quirks["wrapped_series"] += encoding == "wrapped"
+            quirks["nonsquare_series"] += columns != rows
+            quirks["multivalued_window_series"] += multivalued
+            head = (
+                columns / 2 + rng.uniform(-0.03, 0.03) * columns,
+                rows / 2 + rng.uniform(-0.03, 0.03) * rows,
+                min(rows, columns) * rng.uniform(0.34, 0.37),
+                rows * rng.uniform(0.41, 0.44),
+            )
+            lesions = _draw_lesions(rng, config, slices)
+            texture_a = _smooth_field(rng, (rows, columns), 12)
+            texture_b = _smooth_field(rng, (rows, columns), 12)
+            z_start = rng.uniform(-40.0, 40.0)
+            image_ids = _unique_hex_ids(rng, slices, taken)
+            for index, image_id in enumerate(image_ids):
+                z_fraction = 0.08 + 0.84 * index / (slices - 1)
+                mix = index / (slices - 1)
+                texture = (1.0 - mix) * texture_a + mix * texture_b
+                hu, pixel_counts = render_slice(rows, columns, z_fraction, index, lesions, head, texture, rng)
+                min_pixels = max(4, (rows * columns) // 4000)
+                present = {name for name, count in pixel_counts.items() if count >= min_pixels}
+                labels = {name: int(name in present) for name in SUBTYPES}
+                labels[ANY] = int(bool(present))
+                records.append((image_id, labels))
+                data = _dicom_bytes(
+                    hu, image_id, patient_id, study_uid, series_uid, z_start + 5.0 * index, encoding, multivalued
+                )
+                atomic_write_bytes(dicom_dir / f"{image_id}.dcm", data)
+                written.append(image_id)
+        del patient_index
+
+    # Planted quirks: a corrupt file (short PixelData, as RSNA's ID_6431af929) and a file missing from disk.
+    victims = rng.choice(len(written), size=config.corrupt_files + config.missing_files, replace=False)
+    for position in victims[: config.corrupt_files]:
+        path = dicom_dir / f"{written[position]}.dcm"
+        dataset = pydicom.dcmread(path)
+        dataset.PixelData = dataset.PixelData[: len(dataset.PixelData) // 3]
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+        atomic_write_bytes(path, buffer.getvalue())
+    for position in victims[config.corrupt_files :]:
+        (dicom_dir / f"{written[position]}.dcm").unlink()
+
+    order = rng.permutation(len(records))
+    lines = [
+        (f"{records[i][0]}_{label}", records[i][1][label]) for i in order for label in RSNA_ROW_ORDER
+    ]
+    for index in range(config.invalid_id_images):
+        bad_id = f"ID_../../outside_{index}"
+        lines.extend((f"{bad_id}_{label}", 0) for label in RSNA_ROW_ORDER)
+    frame = pd.DataFrame(lines, columns=["ID", "Label"])
+    if config.duplicate_rows:
+        extra = frame.iloc[rng.choice(len(frame), size=config.duplicate_rows, replace=False)]
+        frame = pd.concat([frame, extra]).sort_index(kind="stable").reset_index(drop=True)
+    write_csv(frame, output_dir / "stage_2_train.csv")
+
+    wide = pd.DataFrame([labels for _, labels in records])
+    counts = {
+        "images": len(records),
+        "series": series_count,
+        "patients": config.patients,
+        **{f"positive_{label}": int(wide[label].sum()) for label in (ANY, *SUBTYPES)},
+        **quirks,
+        "corrupt_files": config.corrupt_files,
+        "missing_files": config.missing_files,
+        "duplicate_rows": config.duplicate_rows,
+        "invalid_id_images": config.invalid_id_images,
+    }
+    return counts

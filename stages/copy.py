@@ -1,0 +1,47 @@
+"""Stage `copy`: materialise the sampled DICOMs from `data.dicom_dir` into data/dicom/ (hardlink or copy)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ich.cli import StageError, run_stage
+from ich.files import link_or_copy_many, prepare_output_dir, write_json
+from ich.params import CopyParams, DataParams, load_params, section
+
+SAMPLED = "data/sampled.csv"
+OUTPUT_DIR = "data/dicom"
+METRICS = "metrics/copy.json"
+
+logger = logging.getLogger("ich")
+
+
+def main() -> None:
+    params = load_params()
+    data = section(params, "data", DataParams)
+    copy = section(params, "copy", CopyParams)
+    if not Path(data.dicom_dir).is_dir():
+        raise StageError(
+            f"`data.dicom_dir` is not a folder: {data.dicom_dir!r}. Point it at the folder of <ID>.dcm files "
+            "(on RSNA: stage_2_train/)."
+        )
+    ids = pd.read_csv(SAMPLED, usecols=["ID"], dtype=str)["ID"].tolist()
+    output = prepare_output_dir(OUTPUT_DIR)
+    result = link_or_copy_many(ids, data.dicom_dir, output, workers=copy.workers, progress=True)
+    write_json(
+        {"images": len(ids), "linked": len(result.linked), "copied": len(result.copied), "missing": len(result.missing)},
+        METRICS,
+    )
+    if result.missing:
+        shown = ", ".join(result.missing[:5]) + (" ..." if len(result.missing) > 5 else "")
+        logger.warning(
+            "copy: %d sampled files are missing from %s (%s); preprocess quarantines them",
+            len(result.missing), data.dicom_dir, shown,
+        )
+    logger.info("copy: %d hardlinked, %d copied -> %s", len(result.linked), len(result.copied), output)
+
+
+if __name__ == "__main__":
+    run_stage(main)
