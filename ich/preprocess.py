@@ -18,8 +18,9 @@ from ich.windows import DEFAULT_WINDOWS, Window, window_lut
 __all__ = ["render_rgb", "encode_png", "FileResult", "process_file", "process_many"]
 
 # Speed levers, measured by benchmarks/preprocess.py: one LUT gather instead of three float passes;
-# OpenCV's area resize and PNG encoder (zlib level 1) instead of PIL; one worker process per core.
-_PNG_COMPRESSION = 1
+# OpenCV's area resize and PNG encoder (zlib level 1, run-length strategy: 4x faster than PIL's
+# default and files within 60 % of its size) instead of PIL; one worker process per core.
+_PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 cv2.setNumThreads(1)  # the parallelism is across files; threads inside each call only contend
 
 
@@ -32,7 +33,12 @@ def render_rgb(ct_slice: CtSlice, image_size: int, windows: Sequence[Window] = D
     """
     pixels = ct_slice.pixels
     low, high = int(pixels.min()), int(pixels.max())
-    rgb = window_lut(low, high, ct_slice.slope, ct_slice.intercept, windows)[pixels - low]
+    lut = window_lut(low, high, ct_slice.slope, ct_slice.intercept, windows).astype("<u4")
+    # Pack each RGB entry into one little-endian uint32 (R, G, B, 0): a 1-D np.take of 4-byte items
+    # is ~5x faster than gathering (n, 3) rows; the bytes are then viewed as RGBA.
+    packed = lut[:, 0] | (lut[:, 1] << 8) | (lut[:, 2] << 16)
+    rgba = np.take(packed, pixels - low).view(np.uint8).reshape(*pixels.shape, 4)
+    rgb = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
     rows, columns = rgb.shape[:2]
     if rows != columns:
         side = max(rows, columns)
@@ -48,7 +54,8 @@ def render_rgb(ct_slice: CtSlice, image_size: int, windows: Sequence[Window] = D
 
 def encode_png(rgb: np.ndarray) -> bytes:
     """Encode ``(H, W, 3)`` uint8 RGB as PNG bytes (no text chunks, so no header text can leak)."""
-    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(".png", bgr, _PNG_FLAGS)
     if not ok:
         raise RuntimeError("OpenCV could not encode a PNG")
     return buffer.tobytes()

@@ -53,7 +53,7 @@ DEFAULT_WINDOWS: tuple[Window, Window, Window] = (BLOOD, BRAIN, BONE)
 
 def apply_window(hounsfield: np.ndarray, window: Window) -> np.ndarray:
     """Window an array of HU into ``uint8`` of the same shape (round half to even)."""
-    scaled = (np.asarray(hounsfield, dtype=np.float64) - window.lower) * (255.0 / window.width)
+    scaled = (np.asarray(hounsfield, dtype=np.float64) - window.lower) * 255.0 / window.width
     return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
 
 

@@ -1,0 +1,63 @@
+import errno
+import os
+
+import pytest
+
+from ich import files
+from ich.files import atomic_write_bytes, image_path, link_or_copy_many, prepare_output_dir
+
+
+def test_image_path_only_accepts_valid_ids(tmp_path):
+    assert image_path(tmp_path, "ID_ab", ".dcm") == tmp_path / "ID_ab.dcm"
+    for bad in ("ID_../x", "/etc/passwd", "ID_a\x00"):
+        with pytest.raises(ValueError):
+            image_path(tmp_path, bad, ".dcm")
+
+
+def test_link_or_copy_hardlinks_and_reports_missing(tmp_path):
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir(), target.mkdir()
+    (source / "ID_a.dcm").write_bytes(b"a")
+    result = link_or_copy_many(["ID_a", "ID_b"], source, target)
+    assert result.linked == ["ID_a"] and result.missing == ["ID_b"]
+    assert os.stat(target / "ID_a.dcm").st_ino == os.stat(source / "ID_a.dcm").st_ino
+
+
+def test_link_or_copy_falls_back_to_copy_across_filesystems(tmp_path, monkeypatch):
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir(), target.mkdir()
+    (source / "ID_a.dcm").write_bytes(b"abc")
+
+    def cross_device(*args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(files.os, "link", cross_device)
+    result = link_or_copy_many(["ID_a"], source, target, workers=2)
+    assert result.copied == ["ID_a"]
+    assert (target / "ID_a.dcm").read_bytes() == b"abc"
+    assert os.stat(target / "ID_a.dcm").st_ino != os.stat(source / "ID_a.dcm").st_ino
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "out.bin"
+    atomic_write_bytes(path, b"old")
+
+    def broken_replace(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_prepare_output_dir_clears_and_reports_unwritable(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "stale.png").write_bytes(b"x")
+    assert list(prepare_output_dir(folder).iterdir()) == []
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="Cannot create or write"):
+        prepare_output_dir(blocker / "sub")

@@ -1,0 +1,126 @@
+"""End to end: real `dvc repro` in a temporary copy of the repository, on tiny params."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ich.labels import LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_STAGES = ("synthesize", "sample", "copy", "preprocess", "split")
+
+TINY_PARAMS = {
+    "synthesize": {"patients": 16, "slices_per_series": 8, "image_size": 64, "duplicate_rows": 6},
+    "sample": {"per_label": 12},
+    "preprocess": {"image_size": 32, "max_quarantine_fraction": 0.2},
+}
+
+
+def run(args, cwd, check=True):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVCLIVE_TEST": "false", "PYTHONUNBUFFERED": "1"}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(*args, cwd, check=True):
+    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
+
+
+def make_project(target: Path, overrides: dict) -> Path:
+    """Copy the repository's source (tracked and untracked, not ignored) into a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if not source.is_file() or name.startswith(("data/", "models/", "dvclive/", "plots/")) or name == "dvc.lock":
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / name)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], cwd=target)
+    run(["git", "add", "-A"], cwd=target)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], cwd=target)
+    return target
+
+
+def lock_hashes(project: Path, stages=DATA_STAGES) -> dict:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {stage: [(out["path"], out.get("md5")) for out in lock[stage].get("outs", [])] for stage in stages}
+
+
+@pytest.fixture(scope="module")
+def data_project(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
+    dvc("repro", "split", cwd=project)
+    return project
+
+
+def test_repro_through_split_writes_the_contract_outputs(data_project):
+    project = data_project
+    pngs = sorted((project / "data/png").glob("*.png"))
+    metadata = pd.read_csv(project / "data/metadata.csv")
+    quarantine = pd.read_csv(project / "data/quarantine.csv")
+    sampled = pd.read_csv(project / "data/sampled.csv")
+    assert list(quarantine.columns) == ["ID", "reason"]
+    assert len(pngs) == len(metadata) > 0
+    # every sampled image is either a PNG or quarantined with a reason
+    assert set(sampled["ID"]) <= {p.stem for p in pngs} | set(quarantine["ID"])
+    assert quarantine["reason"].str.len().min() > 0
+    assert any(quarantine["ID"].str.contains("../", regex=False))  # the planted path trick, reported
+    splits = {name: pd.read_csv(project / f"data/split/{name}.csv") for name in ("train", "val", "test")}
+    for frame in splits.values():
+        assert {"ID", *LABELS, "PatientID"} <= set(frame.columns)
+    patients = [set(frame["PatientID"]) for frame in splits.values()]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert sum(len(frame) for frame in splits.values()) == len(metadata)
+    outside = [p for p in project.parent.iterdir() if p.name.startswith("outside")]
+    assert outside == []
+
+
+def test_second_repro_runs_nothing_and_seed_change_reruns_only_split(data_project):
+    project = data_project
+    again = dvc("repro", "split", cwd=project)
+    assert "Running stage" not in again.stdout, again.stdout
+    before = lock_hashes(project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["split"]["seed"] = 7
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = dvc("repro", "split", cwd=project)
+    assert "Running stage 'split'" in rerun.stdout
+    for stage in ("synthesize", "sample", "copy", "preprocess"):
+        assert f"Running stage '{stage}'" not in rerun.stdout
+    after = lock_hashes(project)
+    assert {k: after[k] for k in DATA_STAGES[:-1]} == {k: before[k] for k in DATA_STAGES[:-1]}
+
+
+def test_rerun_from_scratch_reproduces_data_stage_hashes(data_project, tmp_path):
+    fresh = make_project(tmp_path, TINY_PARAMS)
+    params = yaml.safe_load((data_project / "params.yaml").read_text())
+    (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc("repro", "split", cwd=fresh)
+    assert lock_hashes(fresh) == lock_hashes(data_project)
+
+
+def test_too_many_unusable_images_fail_with_a_clear_message(data_project, tmp_path):
+    project = make_project(tmp_path, {**TINY_PARAMS, "preprocess": {**TINY_PARAMS["preprocess"], "max_quarantine_fraction": 0.0}})
+    result = dvc("repro", "preprocess", cwd=project, check=False)
+    assert result.returncode != 0
+    assert "max_quarantine_fraction" in result.stderr + result.stdout
+    assert "data.dicom_dir" in result.stderr + result.stdout
