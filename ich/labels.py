@@ -19,6 +19,7 @@ __all__ = [
     "LABELS",
     "RSNA_ROW_ORDER",
     "ID_PATTERN",
+    "AUGMENTED_ID_PATTERN",
     "LabelsCsvError",
     "ParsedLabels",
     "is_valid_id",
@@ -41,6 +42,8 @@ LABELS: tuple[str, ...] = (ANY, *SUBTYPES)
 RSNA_ROW_ORDER: tuple[str, ...] = (*SUBTYPES, ANY)
 
 ID_PATTERN = re.compile(r"ID_[0-9a-f]+")
+#: IDs of augmented copies: the source ID, ``_aug`` and a counter (``ID_12cadc6af_aug3``).
+AUGMENTED_ID_PATTERN = re.compile(r"ID_[0-9a-f]+_aug[0-9]+")
 _MAX_ID_LENGTH = 64
 
 
@@ -48,13 +51,16 @@ class LabelsCsvError(ValueError):
     """The labels CSV cannot be used at all (wrong header, empty, unreadable)."""
 
 
-def is_valid_id(image_id: object) -> bool:
-    """True when ``image_id`` is an RSNA image ID: ``ID_`` followed by lowercase hex digits."""
-    return (
-        isinstance(image_id, str)
-        and len(image_id) <= _MAX_ID_LENGTH
-        and ID_PATTERN.fullmatch(image_id) is not None
-    )
+def is_valid_id(image_id: object, augmented: bool = False) -> bool:
+    """True when ``image_id`` is an RSNA image ID: ``ID_`` followed by lowercase hex digits.
+
+    With ``augmented=True`` the IDs of augmented copies (:data:`AUGMENTED_ID_PATTERN`) pass too.
+    """
+    if not isinstance(image_id, str) or len(image_id) > _MAX_ID_LENGTH:
+        return False
+    if ID_PATTERN.fullmatch(image_id):
+        return True
+    return augmented and AUGMENTED_ID_PATTERN.fullmatch(image_id) is not None
 
 
 def validate_id(image_id: object) -> str:

@@ -20,6 +20,9 @@ __all__ = [
     "CopyParams",
     "PreprocessParams",
     "SplitParams",
+    "ModelParams",
+    "TrainParams",
+    "EvaluateParams",
 ]
 
 T = TypeVar("T")
@@ -153,3 +156,78 @@ class SplitParams:
                 "`split.train_fraction`, `val_fraction` and `test_fraction` must be >= 0 and sum to 1. "
                 f"Received: {fractions}"
             )
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """`model`: which architecture, which backbones, which starting weights."""
+
+    arch: str
+    efficientnet: str
+    convnext: str
+    weights: str | None
+    dropout: float
+    fusion_units: int
+
+    def __post_init__(self) -> None:
+        from ich.models import ARCHS, backbone_names
+
+        if self.arch not in ARCHS:
+            raise ValueError(f"`model.arch` must be one of {', '.join(ARCHS)}. Received: {self.arch!r}")
+        if self.efficientnet not in backbone_names("efficientnetv2"):
+            raise ValueError(
+                f"`model.efficientnet` must be one of {', '.join(backbone_names('efficientnetv2'))}. "
+                f"Received: {self.efficientnet!r}"
+            )
+        if self.convnext not in backbone_names("convnext"):
+            raise ValueError(
+                f"`model.convnext` must be one of {', '.join(backbone_names('convnext'))}. Received: {self.convnext!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`model.dropout` must be in [0, 1). Received: {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """`train`: epochs, batch, learning rates, imbalance handling and the runtime switches."""
+
+    seed: int
+    epochs: int
+    head_epochs: int
+    batch_size: int
+    learning_rate: float
+    finetune_learning_rate: float
+    early_stopping_patience: int
+    positive_weights: bool
+    max_positive_weight: float
+    mixed_precision: str | bool
+    jit_compile: str | bool
+    strategy: str
+    deterministic: bool
+    cache_images: bool
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"`train.epochs` and `train.batch_size` must be >= 1. Received: {self.epochs}, {self.batch_size}")
+        if self.head_epochs < 0 or self.early_stopping_patience < 1:
+            raise ValueError("`train.head_epochs` must be >= 0 and `train.early_stopping_patience` >= 1")
+        if self.learning_rate <= 0 or self.finetune_learning_rate <= 0:
+            raise ValueError("`train.learning_rate` and `train.finetune_learning_rate` must be > 0")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """`evaluate`: how the cascade's stages combine and the decision threshold."""
+
+    combination: str
+    gate_threshold: float
+    threshold: float
+    montage_images: int
+
+    def __post_init__(self) -> None:
+        from ich.evaluation import COMBINATIONS
+
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"`evaluate.combination` must be one of {', '.join(COMBINATIONS)}. Received: {self.combination!r}")
+        if not (0 < self.threshold < 1 and 0 < self.gate_threshold < 1):
+            raise ValueError("`evaluate.threshold` and `evaluate.gate_threshold` must be in (0, 1)")

@@ -1,0 +1,118 @@
+"""Offline augmentation of the training split: oversample minority subtypes with albumentations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+import pandas as pd
+
+from ich.labels import SUBTYPES
+
+__all__ = ["AugmentParams", "build_pipeline", "plan_copies", "augmented_id"]
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """The `augment` section of params.yaml (probabilities in [0, 1], limits in degrees or fractions)."""
+
+    seed: int
+    target_per_label: int
+    max_copies_per_image: int
+    hflip_p: float
+    vflip_p: float
+    rotate_limit: float
+    rotate_p: float
+    brightness_limit: float
+    contrast_limit: float
+    brightness_contrast_p: float
+    blur_limit: int
+    blur_p: float
+    elastic_alpha: float
+    elastic_sigma: float
+    elastic_p: float
+
+    def __post_init__(self) -> None:
+        for name in ("hflip_p", "vflip_p", "rotate_p", "brightness_contrast_p", "blur_p", "elastic_p"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"`augment.{name}` is a probability in [0, 1]. Received: {value}")
+        if self.target_per_label < 0 or self.max_copies_per_image < 0:
+            raise ValueError("`augment.target_per_label` and `augment.max_copies_per_image` must be >= 0")
+        if self.blur_limit < 3 or self.blur_limit % 2 == 0:
+            raise ValueError(f"`augment.blur_limit` must be an odd kernel size >= 3. Received: {self.blur_limit}")
+
+
+def build_pipeline(params: AugmentParams) -> Callable[..., dict]:
+    """The seed's augmentations, seeded: flips, mild rotation, brightness/contrast, blur, elastic.
+
+    Geometric transforms fill with 0, which is air in all three windows.
+    """
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=params.hflip_p),
+            A.VerticalFlip(p=params.vflip_p),
+            A.Rotate(limit=params.rotate_limit, border_mode=cv2.BORDER_CONSTANT, fill=0, p=params.rotate_p),
+            A.RandomBrightnessContrast(
+                brightness_limit=params.brightness_limit, contrast_limit=params.contrast_limit, p=params.brightness_contrast_p
+            ),
+            A.GaussianBlur(blur_limit=(3, params.blur_limit), p=params.blur_p),
+            A.ElasticTransform(
+                alpha=params.elastic_alpha, sigma=params.elastic_sigma, border_mode=cv2.BORDER_CONSTANT, fill=0, p=params.elastic_p
+            ),
+        ],
+        seed=params.seed,
+    )
+
+
+def augmented_id(source_id: str, copy_index: int) -> str:
+    """``ID_12cadc6af`` + copy 3 -> ``ID_12cadc6af_aug3`` (visibly derived from its source)."""
+    return f"{source_id}_aug{copy_index}"
+
+
+def plan_copies(
+    train: pd.DataFrame, target_per_label: int, max_copies_per_image: int, seed: int, labels: Sequence[str] = SUBTYPES
+) -> pd.DataFrame:
+    """Decide which training images to copy, so each subtype gets near ``target_per_label`` positives.
+
+    Labels are filled rarest first; a copy carries all labels of its source, so it counts for each
+    of them. Sources of a label are used round-robin in a seeded order, at most
+    ``max_copies_per_image`` copies each.
+
+    Returns:
+        One row per copy: ``ID`` (new), ``source_ID`` and the source's other columns.
+    """
+    rng = np.random.default_rng(seed)
+    train = train.sort_values("ID").reset_index(drop=True)
+    counts = {label: int(train[label].sum()) for label in labels}
+    copies_of = np.zeros(len(train), dtype=np.int64)
+    chosen: list[int] = []
+    for label in sorted(labels, key=lambda name: (counts[name], name)):
+        sources = rng.permutation(np.flatnonzero(train[label].to_numpy() == 1))
+        if len(sources) == 0:
+            continue
+        position = 0
+        stalled = 0
+        while counts[label] < target_per_label and stalled < len(sources):
+            index = sources[position % len(sources)]
+            position += 1
+            if copies_of[index] >= max_copies_per_image:
+                stalled += 1
+                continue
+            stalled = 0
+            copies_of[index] += 1
+            chosen.append(int(index))
+            for name in labels:
+                counts[name] += int(train.at[index, name])
+    plan = train.iloc[chosen].copy()
+    plan.insert(0, "source_ID", plan["ID"])
+    numbering: dict[str, int] = {}
+    new_ids = []
+    for source in plan["source_ID"]:
+        numbering[source] = numbering.get(source, 0) + 1
+        new_ids.append(augmented_id(source, numbering[source]))
+    plan["ID"] = new_ids
+    return plan.reset_index(drop=True)

@@ -1,0 +1,220 @@
+"""Model registry: EfficientNetV2 and ConvNeXt backbones, attention fusion, and the cascade.
+
+Every model takes ``(H, W, 3)`` float32 images scaled to ``[0, 1]`` (the input pipeline's job) and
+applies its backbone's own ImageNet normalisation inside the graph, so saved models carry their
+preprocessing with them. Outputs are sigmoid probabilities in float32 (also under mixed precision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+__all__ = [
+    "BACKBONES",
+    "ARCHS",
+    "backbone_names",
+    "build_backbone",
+    "AttentionFusion",
+    "build_single",
+    "build_subtype_fusion",
+    "build_any_classifier",
+    "resolve_weights",
+]
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_VAR = (0.229**2, 0.224**2, 0.225**2)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone: a keras.applications-style builder and its input normalisation."""
+
+    builder: Callable[..., keras.Model]
+    family: str  # "efficientnetv2" or "convnext"
+
+
+def _convnext_atto(**kwargs) -> keras.Model:
+    """ConvNeXt-Atto (depths 2-2-6-2, widths 40-80-160-320; 3.7 M parameters, the timm configuration),
+    built with Keras's own ConvNeXt builder so its blocks are exactly those of ConvNeXtTiny.
+    No ImageNet weights exist for it in Keras: ``weights`` must be None or a local file."""
+    from keras.src.applications.convnext import ConvNeXt
+
+    return ConvNeXt(depths=[2, 2, 6, 2], projection_dims=[40, 80, 160, 320], name="convnext_atto", **kwargs)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "efficientnetv2b0": BackboneSpec(keras.applications.EfficientNetV2B0, "efficientnetv2"),
+    "efficientnetv2b1": BackboneSpec(keras.applications.EfficientNetV2B1, "efficientnetv2"),
+    "efficientnetv2b2": BackboneSpec(keras.applications.EfficientNetV2B2, "efficientnetv2"),
+    "efficientnetv2b3": BackboneSpec(keras.applications.EfficientNetV2B3, "efficientnetv2"),
+    "efficientnetv2s": BackboneSpec(keras.applications.EfficientNetV2S, "efficientnetv2"),
+    "efficientnetv2m": BackboneSpec(keras.applications.EfficientNetV2M, "efficientnetv2"),
+    "efficientnetv2l": BackboneSpec(keras.applications.EfficientNetV2L, "efficientnetv2"),
+    "convnext_atto": BackboneSpec(_convnext_atto, "convnext"),
+    "convnext_tiny": BackboneSpec(keras.applications.ConvNeXtTiny, "convnext"),
+    "convnext_small": BackboneSpec(keras.applications.ConvNeXtSmall, "convnext"),
+    "convnext_base": BackboneSpec(keras.applications.ConvNeXtBase, "convnext"),
+    "convnext_large": BackboneSpec(keras.applications.ConvNeXtLarge, "convnext"),
+}
+
+#: ``model.arch`` choices. See the README's "Models" section.
+ARCHS: tuple[str, ...] = ("cascade", "cascade_warmstart", "efficientnetv2", "convnext")
+
+
+def backbone_names(family: str | None = None) -> list[str]:
+    """Registered backbone names, optionally of one family."""
+    return [name for name, spec in BACKBONES.items() if family is None or spec.family == family]
+
+
+def _spec(name: str, family: str | None = None) -> BackboneSpec:
+    choices = backbone_names(family)
+    if name not in choices:
+        what = f"a {family} backbone" if family else "a backbone"
+        raise ValueError(f"Expected {what}, one of {', '.join(choices)}. Received: {name!r}")
+    return BACKBONES[name]
+
+
+def resolve_weights(weights: str | None, backbone: str) -> str | None:
+    """Map ``model.weights`` to what a builder takes: None, ``"imagenet"`` or a local file.
+
+    ``model.weights`` is ``null`` (random init), ``imagenet`` (Keras downloads them; needs internet)
+    or a local folder holding ``<backbone>.weights.h5`` or Keras's ``<backbone>_notop.h5`` files.
+    """
+    if weights is None or weights == "imagenet":
+        if weights == "imagenet" and backbone == "convnext_atto":
+            raise ValueError(
+                "Keras has no ImageNet weights for convnext_atto. Use `model.weights: null`, a folder with "
+                "convnext_atto.weights.h5, or `model.convnext: convnext_tiny`."
+            )
+        return weights
+    folder = Path(weights)
+    for candidate in (folder / f"{backbone}.weights.h5", folder / f"{backbone}_notop.h5"):
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"`model.weights` is {weights!r}, but it holds neither {backbone}.weights.h5 nor {backbone}_notop.h5. "
+        "Use null, imagenet, or a folder of weight files named by backbone."
+    )
+
+
+def build_backbone(name: str, input_shape: Sequence[int], weights: str | None = None) -> keras.Model:
+    """A headless backbone with global average pooling: images in ``[0, 1]`` -> feature vector.
+
+    Args:
+        name: a key of :data:`BACKBONES`.
+        input_shape: ``(H, W, 3)``.
+        weights: None, ``"imagenet"`` or a path to a weights file of this backbone.
+    """
+    spec = _spec(name)
+    local = weights not in (None, "imagenet")
+    core = spec.builder(
+        include_top=False,
+        include_preprocessing=False,
+        weights=None if local else weights,
+        input_shape=tuple(input_shape),
+        pooling="avg",
+    )
+    if local:
+        core.load_weights(weights)
+    inputs = keras.Input(tuple(input_shape), name=f"{name}_image")
+    if spec.family == "efficientnetv2":
+        scaled = layers.Rescaling(2.0, offset=-1.0, name=f"{name}_scale")(inputs)  # [0,1] -> [-1,1]
+    else:
+        scaled = layers.Normalization(mean=_IMAGENET_MEAN, variance=_IMAGENET_VAR, name=f"{name}_normalize")(inputs)
+    return keras.Model(inputs, core(scaled), name=name)
+
+
+@keras.saving.register_keras_serializable(package="ich")
+class AttentionFusion(layers.Layer):
+    """Fuse feature vectors by learned, per-image attention weights.
+
+    Each input ``f_i`` (any width) is projected to ``units`` (``p_i = LayerNorm(W_i f_i)``); a shared
+    scorer gives ``s_i = v^T tanh(U p_i)``; ``alpha = softmax_i(s_i)`` and the output is
+    ``sum_i alpha_i p_i``. So the model learns, image by image, how much to trust each backbone.
+    """
+
+    def __init__(self, units: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2:
+            raise ValueError(f"AttentionFusion needs a list of at least two inputs. Received: {input_shape}")
+        self.projections = [layers.Dense(self.units, name=f"project_{i}") for i in range(len(input_shape))]
+        self.norms = [layers.LayerNormalization(name=f"norm_{i}") for i in range(len(input_shape))]
+        for projection, norm, shape in zip(self.projections, self.norms, input_shape):
+            projection.build(shape)
+            norm.build((*shape[:-1], self.units))
+        self.score_hidden = layers.Dense(self.units // 2, activation="tanh", name="score_hidden")
+        self.score_hidden.build((None, self.units))
+        self.score = layers.Dense(1, use_bias=False, name="score")
+        self.score.build((None, self.units // 2))
+        super().build(input_shape)
+
+    def call(self, inputs, return_attention: bool = False):
+        projected = [norm(projection(x)) for projection, norm, x in zip(self.projections, self.norms, inputs)]
+        stacked = keras.ops.stack(projected, axis=1)  # (batch, n, units)
+        scores = self.score(self.score_hidden(stacked))  # (batch, n, 1)
+        attention = keras.ops.softmax(scores, axis=1)
+        fused = keras.ops.sum(attention * stacked, axis=1)
+        if return_attention:
+            return fused, keras.ops.squeeze(attention, axis=-1)
+        return fused
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def _head(features, num_outputs: int, dropout: float, name: str):
+    features = layers.Dropout(dropout, name=f"{name}_dropout")(features)
+    return layers.Dense(num_outputs, activation="sigmoid", dtype="float32", name=name)(features)
+
+
+def build_single(
+    backbone: str, input_shape: Sequence[int], num_outputs: int, weights: str | None, dropout: float, name: str
+) -> keras.Model:
+    """One backbone -> dropout -> ``num_outputs`` sigmoids (stage 1 of the cascade, or the 6-label models)."""
+    image = keras.Input(tuple(input_shape), name="image")
+    features = build_backbone(backbone, input_shape, resolve_weights(weights, backbone))(image)
+    return keras.Model(image, _head(features, num_outputs, dropout, "probabilities"), name=name)
+
+
+def build_any_classifier(backbone: str, input_shape: Sequence[int], weights: str | None, dropout: float) -> keras.Model:
+    """Cascade stage 1: EfficientNetV2 -> one sigmoid, P(any hemorrhage)."""
+    _spec(backbone, "efficientnetv2")
+    return build_single(backbone, input_shape, 1, weights, dropout, name="stage1_any")
+
+
+def build_subtype_fusion(
+    efficientnet: str,
+    convnext: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    weights: str | None,
+    dropout: float,
+    fusion_units: int,
+) -> keras.Model:
+    """Cascade stage 2: EfficientNetV2 and ConvNeXt side by side, :class:`AttentionFusion`, sigmoids.
+
+    Its outputs are P(subtype | hemorrhage): it is trained on hemorrhage-positive images only.
+    """
+    _spec(efficientnet, "efficientnetv2")
+    _spec(convnext, "convnext")
+    image = keras.Input(tuple(input_shape), name="image")
+    first = build_backbone(efficientnet, input_shape, resolve_weights(weights, efficientnet))(image)
+    second = build_backbone(convnext, input_shape, resolve_weights(weights, convnext))(image)
+    fused = AttentionFusion(fusion_units, name="fusion")([first, second])
+    return keras.Model(image, _head(fused, num_outputs, dropout, "probabilities"), name="stage2_subtypes")
+
+
+def backbones_of(model: keras.Model) -> list[keras.Model]:
+    """The backbone sub-models of a model built here (to freeze or unfreeze them)."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name in BACKBONES]
