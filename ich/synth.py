@@ -36,7 +36,7 @@ __all__ = ["SynthConfig", "Lesion", "render_slice", "generate"]
 
 _SKULL_INNER = 0.92  # radius (in head units) of the inner table
 _SCALP_OUTER = 1.05
-_BLOOD_HU = (55.0, 85.0)
+_BLOOD_HU = (60.0, 90.0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ def render_slice(
     head: tuple[float, float, float, float],
     texture: np.ndarray,
     rng: np.random.Generator,
+    min_pixels: int = 1,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Draw one axial slice in HU.
 
@@ -122,6 +123,7 @@ def render_slice(
         head: ``(centre_x, centre_y, semi_axis_x, semi_axis_y)`` in pixels at the widest level.
         texture: a smooth ``(rows, columns)`` field for the grey/white pattern.
         rng: noise source.
+        min_pixels: a lesion's cross-section smaller than this is left out (and so not labelled).
 
     Returns:
         ``(HU image (rows, columns) float32, {subtype: lesion pixel count})``.
@@ -144,7 +146,7 @@ def render_slice(
     grey = radius > _SKULL_INNER - 0.08
     hu[brain] = 28.0 + 3.0 * texture[brain]
     hu[brain & grey] = 38.0 + 2.0 * texture[brain & grey]
-    sulci = brain & (radius > _SKULL_INNER - 0.14) & (np.sin(12.0 * theta + 8.0 * radius + 2.0 * texture) > 0.7)
+    sulci = brain & (radius > _SKULL_INNER - 0.18) & (np.sin(12.0 * theta + 8.0 * radius + 2.0 * texture) > 0.6)
     hu[sulci] = 8.0
     vent_scale = math.sqrt(max(0.0, 1.0 - ((z_fraction - 0.5) / 0.2) ** 2))
     ventricles = np.zeros_like(brain)
@@ -161,12 +163,12 @@ def render_slice(
             continue
         angle_delta = np.angle(np.exp(1j * (theta - lesion.angle)))
         if lesion.subtype == "epidural":
-            half = 0.45 * scale
-            thickness = lesion.size * scale * np.clip(1.0 - (angle_delta / half) ** 2, 0.0, None)
+            half = 0.5 * scale + 0.1
+            thickness = lesion.size * math.sqrt(scale) * np.clip(1.0 - (angle_delta / half) ** 2, 0.0, None)
             mask = brain & (np.abs(angle_delta) < half) & (radius > _SKULL_INNER - thickness)
         elif lesion.subtype == "subdural":
-            half = 1.1 * scale
-            thickness = lesion.size * scale * np.clip(1.0 - (angle_delta / half) ** 4, 0.0, None)
+            half = 1.2 * scale + 0.2
+            thickness = lesion.size * math.sqrt(scale) * np.clip(1.0 - (angle_delta / half) ** 4, 0.0, None)
             mask = brain & (np.abs(angle_delta) < half) & (radius > _SKULL_INNER - thickness)
         elif lesion.subtype == "intraparenchymal":
             du, dv = u - lesion.offset[0], v - lesion.offset[1]
@@ -177,8 +179,11 @@ def render_slice(
             mask = ventricles & (v > -0.04 + 0.26 * vent_scale * (0.2 - lesion.size * scale))
         else:  # subarachnoid
             mask = sulci & (np.abs(angle_delta) < 0.6 + 0.8 * scale)
+        area = int(mask.sum())
+        if area < min_pixels:
+            continue  # a sliver nobody could see is neither drawn nor labelled
         hu[mask] = lesion.hu + 4.0 * texture[mask]
-        counts[lesion.subtype] = counts.get(lesion.subtype, 0) + int(mask.sum())
+        counts[lesion.subtype] = counts.get(lesion.subtype, 0) + area
     hu += rng.normal(0.0, 3.0, size=hu.shape).astype(np.float32)
     return hu, counts
 
@@ -189,19 +194,21 @@ def _draw_lesions(rng: np.random.Generator, config: SynthConfig, slices: int) ->
     names = list(config.subtype_weights)
     weights = np.array([config.subtype_weights[name] for name in names], dtype=float)
     weights /= weights.sum()
-    count = 1 + min(rng.poisson(0.6), 3)
+    # Several bleeds at different levels, so a patient's slices carry different subtypes and a model
+    # cannot read the subtype off the patient's anatomy.
+    count = 1 + min(rng.poisson(1.2), 3)
     lesions = []
     for subtype in rng.choice(names, size=count, p=weights):
-        z_half = float(rng.uniform(2.0, 4.5))
+        z_half = float(rng.uniform(0.15, 0.3) * slices)
         if subtype == "intraventricular":
             # the ventricles exist only around the middle of the head
             z_center = float(rng.uniform(0.42, 0.58) * (slices - 1))
         else:
             z_center = float(rng.uniform(0.25, 0.75) * (slices - 1))
         sizes = {
-            "epidural": (0.14, 0.22),
-            "subdural": (0.05, 0.09),
-            "intraparenchymal": (0.08, 0.16),
+            "epidural": (0.18, 0.28),
+            "subdural": (0.07, 0.11),
+            "intraparenchymal": (0.10, 0.18),
             "intraventricular": (0.0, 0.15),
             "subarachnoid": (0.0, 0.0),
         }[str(subtype)]
@@ -309,6 +316,8 @@ def _generate(config: SynthConfig, output_dir: Path) -> dict[str, int]:
     written: list[str] = []
     series_count = 0
     quirks = {"wrapped_series": 0, "nonsquare_series": 0, "multivalued_window_series": 0}
+    # Smallest lesion cross-section drawn: 0.3 % of the slice, still a few pixels after downsizing.
+    min_pixels = max(4, (size * size * 3) // 1000)
 
     for patient_index in range(config.patients):
         (patient_id,) = _unique_hex_ids(rng, 1, taken)
@@ -341,9 +350,8 @@ def _generate(config: SynthConfig, output_dir: Path) -> dict[str, int]:
                 z_fraction = 0.08 + 0.84 * index / (slices - 1)
                 mix = index / (slices - 1)
                 texture = (1.0 - mix) * texture_a + mix * texture_b
-                hu, pixel_counts = render_slice(rows, columns, z_fraction, index, lesions, head, texture, rng)
-                min_pixels = max(4, (rows * columns) // 4000)
-                present = {name for name, count in pixel_counts.items() if count >= min_pixels}
+                hu, pixel_counts = render_slice(rows, columns, z_fraction, index, lesions, head, texture, rng, min_pixels)
+                present = set(pixel_counts)
                 labels = {name: int(name in present) for name in SUBTYPES}
                 labels[ANY] = int(bool(present))
                 records.append((image_id, labels))
@@ -355,16 +363,19 @@ def _generate(config: SynthConfig, output_dir: Path) -> dict[str, int]:
         del patient_index
 
     # Planted quirks: a corrupt file (short PixelData, as RSNA's ID_6431af929) and a file missing from disk.
-    victims = rng.choice(len(written), size=config.corrupt_files + config.missing_files, replace=False)
+    # Victims are hemorrhage-positive slices, which balanced sampling keeps, so the demo meets them.
+    labelled = dict(records)
+    pool = [image_id for image_id in written if labelled[image_id][ANY]] or written
+    victims = rng.choice(len(pool), size=min(len(pool), config.corrupt_files + config.missing_files), replace=False)
     for position in victims[: config.corrupt_files]:
-        path = dicom_dir / f"{written[position]}.dcm"
+        path = dicom_dir / f"{pool[position]}.dcm"
         dataset = pydicom.dcmread(path)
         dataset.PixelData = dataset.PixelData[: len(dataset.PixelData) // 3]
         buffer = io.BytesIO()
         pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
         atomic_write_bytes(path, buffer.getvalue())
     for position in victims[config.corrupt_files :]:
-        (dicom_dir / f"{written[position]}.dcm").unlink()
+        (dicom_dir / f"{pool[position]}.dcm").unlink()
 
     order = rng.permutation(len(records))
     lines = [

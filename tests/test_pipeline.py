@@ -124,3 +124,65 @@ def test_too_many_unusable_images_fail_with_a_clear_message(data_project, tmp_pa
     assert result.returncode != 0
     assert "max_quarantine_fraction" in result.stderr + result.stdout
     assert "data.dicom_dir" in result.stderr + result.stdout
+
+
+TINY_FULL = {
+    **TINY_PARAMS,
+    "augment": {"target_per_label": 14},
+    "model": {"fusion_units": 16},
+    "train": {"epochs": 1, "batch_size": 8},
+    "evaluate": {"montage_images": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def full_project(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("full"), TINY_FULL)
+    dvc("repro", cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], cwd=project)
+    return project
+
+
+def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_project):
+    from sklearn.metrics import roc_auc_score
+
+    from ich.evaluation import weighted_log_loss
+
+    metrics = json.loads((full_project / "metrics/evaluate.json").read_text())
+    predictions = pd.read_csv(full_project / "data/predictions/test.csv")
+    test = pd.read_csv(full_project / "data/split/test.csv")
+    assert list(predictions.columns) == ["ID", *LABELS]
+    assert predictions["ID"].tolist() == test["ID"].tolist()
+    for label in LABELS:
+        entry = metrics[label]
+        assert {"auc", "accuracy", "precision", "recall", "f1"} <= set(entry)
+        truth = test[label].to_numpy()
+        if truth.min() == truth.max():
+            assert entry["auc"] is None
+        else:
+            assert entry["auc"] == pytest.approx(roc_auc_score(truth, predictions[label]))
+    assert metrics["weighted_log_loss"] == pytest.approx(
+        weighted_log_loss(test[list(LABELS)].to_numpy(), predictions[list(LABELS)].to_numpy())
+    )
+    assert "mean_subtype_auc" in metrics
+    card = json.loads((full_project / "models/model.json").read_text())
+    assert card["labels"] == list(LABELS) and card["image_size"] == 32
+    assert set(card["files"]) == {"stage1", "stage2"}
+    # dvclive wrote per-epoch training curves for both cascade stages, and the evaluation plots exist
+    assert (full_project / "dvclive/train/plots/metrics/stage2/eval/auc_subdural.tsv").exists()
+    assert list((full_project / "dvclive/evaluate/plots/sklearn/confusion").glob("*.json"))
+    assert (full_project / "dvclive/evaluate/plots/images/montage.png").exists()
+    shown = dvc("plots", "show", "--json", cwd=full_project).stdout
+    assert "roc" in shown and "stage1/train/loss" in shown
+
+
+def test_experiment_run_reruns_only_training_and_metrics_diff_reports_it(full_project):
+    result = dvc("exp", "run", "-S", "train.epochs=2", cwd=full_project)
+    assert "Running stage 'train'" in result.stdout and "Running stage 'evaluate'" in result.stdout
+    for stage in ("synthesize", "sample", "copy", "preprocess", "split", "augment"):
+        assert f"Running stage '{stage}'" not in result.stdout
+    diff = dvc("metrics", "diff", "--json", cwd=full_project).stdout
+    assert "metrics/evaluate.json" in diff
+    shown = dvc("exp", "show", "--csv", cwd=full_project).stdout
+    assert "train.epochs" in shown and "weighted_log_loss" in shown

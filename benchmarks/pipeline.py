@@ -1,0 +1,65 @@
+"""Benchmark: wall time of each stage of the demo, and of a no-op `dvc repro`.
+
+Runs in a temporary copy of the repository (the workspace is not touched):
+
+    python -m benchmarks.pipeline            # the demo's params.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_repository(target: Path) -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file() and not name.startswith(("data/", "models/", "dvclive/")) and name != "dvc.lock":
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "b"]):
+        subprocess.run(command, cwd=target, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--noop-repeats", type=int, default=5)
+    args = parser.parse_args()
+    stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    with tempfile.TemporaryDirectory(prefix="ich-pipeline-") as work:
+        project = Path(work)
+        copy_repository(project)
+        dvc = [sys.executable, "-m", "dvc"]
+        rows = []
+        for stage in stages:
+            start = time.perf_counter()
+            subprocess.run([*dvc, "repro", "--single-item", stage], cwd=project, check=True, capture_output=True)
+            rows.append((stage, time.perf_counter() - start))
+        noop = []
+        for _ in range(args.noop_repeats):
+            start = time.perf_counter()
+            result = subprocess.run([*dvc, "repro"], cwd=project, check=True, capture_output=True, text=True)
+            noop.append(time.perf_counter() - start)
+            assert "Running stage" not in result.stdout
+    print("stage        wall time (s)")
+    for stage, seconds in rows:
+        print(f"{stage:12s} {seconds:8.1f}")
+    print(f"{'total':12s} {sum(seconds for _, seconds in rows):8.1f}")
+    print(f"no-op dvc repro: median {statistics.median(noop):.2f} s of {args.noop_repeats}")
+
+
+if __name__ == "__main__":
+    main()

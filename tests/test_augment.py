@@ -1,0 +1,51 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ich.augment import AugmentParams, build_pipeline, plan_copies
+from ich.labels import LABELS, is_valid_id
+
+PARAMS = dict(
+    seed=0, target_per_label=10, max_copies_per_image=3, hflip_p=0.5, vflip_p=0.5, rotate_limit=15, rotate_p=0.5,
+    brightness_limit=0.1, contrast_limit=0.1, brightness_contrast_p=0.5, blur_limit=3, blur_p=0.5,
+    elastic_alpha=20.0, elastic_sigma=5.0, elastic_p=0.5,
+)
+
+
+def _train():
+    rows = []
+    for index in range(40):
+        labels = {label: 0 for label in LABELS}
+        if index < 2:
+            labels["epidural"] = labels["any"] = 1
+        elif index < 20:
+            labels["subdural"] = labels["any"] = 1
+        rows.append({"ID": f"ID_{index:02x}", "PatientID": f"P{index}", **labels})
+    return pd.DataFrame(rows)
+
+
+def test_plan_oversamples_minority_within_the_copy_limit():
+    plan = plan_copies(_train(), target_per_label=10, max_copies_per_image=3, seed=0)
+    # 2 epidural sources x 3 copies at most: 2 + 6 = 8 < 10
+    assert plan["epidural"].sum() == 6
+    assert plan["source_ID"].value_counts().max() <= 3
+    assert all(is_valid_id(new, augmented=True) and new.startswith(source + "_aug") for new, source in zip(plan["ID"], plan["source_ID"]))
+    assert plan["ID"].is_unique
+    assert plan.loc[plan["subdural"] == 1].empty  # 18 subdural already >= 10
+    pd.testing.assert_frame_equal(plan, plan_copies(_train(), 10, 3, seed=0))
+
+
+def test_pipeline_is_deterministic_by_seed_and_keeps_shape():
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    first = [build_pipeline(AugmentParams(**PARAMS))(image=image)["image"] for _ in range(2)]
+    np.testing.assert_array_equal(first[0], first[1])
+    assert first[0].shape == image.shape and first[0].dtype == np.uint8
+    other = build_pipeline(AugmentParams(**{**PARAMS, "seed": 1}))(image=image)["image"]
+    assert not np.array_equal(first[0], other)
+
+
+def test_params_are_validated():
+    with pytest.raises(ValueError, match="hflip_p"):
+        AugmentParams(**{**PARAMS, "hflip_p": 1.5})
+    with pytest.raises(ValueError, match="blur_limit"):
+        AugmentParams(**{**PARAMS, "blur_limit": 4})
