@@ -173,24 +173,42 @@ class AttentionFusion(layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+def _online_augmentation(image, enabled: bool):
+    """Random horizontal flips and shifts of up to 6 % while training (no-ops at inference), so the
+    model sees a new variant of every image each epoch; zero fill is air in all three windows."""
+    if not enabled:
+        return image
+    image = layers.RandomFlip("horizontal", name="random_flip")(image)
+    return layers.RandomTranslation(0.06, 0.06, fill_mode="constant", fill_value=0.0, name="random_shift")(image)
+
+
 def _head(features, num_outputs: int, dropout: float, name: str):
     features = layers.Dropout(dropout, name=f"{name}_dropout")(features)
     return layers.Dense(num_outputs, activation="sigmoid", dtype="float32", name=name)(features)
 
 
 def build_single(
-    backbone: str, input_shape: Sequence[int], num_outputs: int, weights: str | None, dropout: float, name: str
+    backbone: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    weights: str | None,
+    dropout: float,
+    name: str,
+    augment: bool = False,
 ) -> keras.Model:
     """One backbone -> dropout -> ``num_outputs`` sigmoids (stage 1 of the cascade, or the 6-label models)."""
     image = keras.Input(tuple(input_shape), name="image")
-    features = build_backbone(backbone, input_shape, resolve_weights(weights, backbone))(image)
+    augmented = _online_augmentation(image, augment)
+    features = build_backbone(backbone, input_shape, resolve_weights(weights, backbone))(augmented)
     return keras.Model(image, _head(features, num_outputs, dropout, "probabilities"), name=name)
 
 
-def build_any_classifier(backbone: str, input_shape: Sequence[int], weights: str | None, dropout: float) -> keras.Model:
+def build_any_classifier(
+    backbone: str, input_shape: Sequence[int], weights: str | None, dropout: float, augment: bool = False
+) -> keras.Model:
     """Cascade stage 1: EfficientNetV2 -> one sigmoid, P(any hemorrhage)."""
     _spec(backbone, "efficientnetv2")
-    return build_single(backbone, input_shape, 1, weights, dropout, name="stage1_any")
+    return build_single(backbone, input_shape, 1, weights, dropout, name="stage1_any", augment=augment)
 
 
 def build_subtype_fusion(
@@ -201,6 +219,7 @@ def build_subtype_fusion(
     weights: str | None,
     dropout: float,
     fusion_units: int,
+    augment: bool = False,
 ) -> keras.Model:
     """Cascade stage 2: EfficientNetV2 and ConvNeXt side by side, :class:`AttentionFusion`, sigmoids.
 
@@ -209,8 +228,9 @@ def build_subtype_fusion(
     _spec(efficientnet, "efficientnetv2")
     _spec(convnext, "convnext")
     image = keras.Input(tuple(input_shape), name="image")
-    first = build_backbone(efficientnet, input_shape, resolve_weights(weights, efficientnet))(image)
-    second = build_backbone(convnext, input_shape, resolve_weights(weights, convnext))(image)
+    augmented = _online_augmentation(image, augment)
+    first = build_backbone(efficientnet, input_shape, resolve_weights(weights, efficientnet))(augmented)
+    second = build_backbone(convnext, input_shape, resolve_weights(weights, convnext))(augmented)
     fused = AttentionFusion(fusion_units, name="fusion")([first, second])
     return keras.Model(image, _head(fused, num_outputs, dropout, "probabilities"), name="stage2_subtypes")
 

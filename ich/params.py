@@ -168,6 +168,7 @@ class ModelParams:
     weights: str | None
     dropout: float
     fusion_units: int
+    online_augmentation: bool
 
     def __post_init__(self) -> None:
         from ich.models import ARCHS, backbone_names

@@ -67,7 +67,9 @@ def main() -> None:
             # Stage 1: every training image, one output: any hemorrhage.
             train_data, val_data, loss, weights1 = datasets(train, val, [ANY])
             with runtime.strategy.scope():
-                stage1 = build_any_classifier(model_params.efficientnet, shape, model_params.weights, model_params.dropout)
+                stage1 = build_any_classifier(
+                    model_params.efficientnet, shape, model_params.weights, model_params.dropout, model_params.online_augmentation
+                )
             fit_phases(stage1, train_data, val_data, [ANY], phases, loss, str(output / "stage1.keras"), prefix="stage1", **fit_args)
             # Stage 2: hemorrhage-positive images only, five outputs: P(subtype | hemorrhage).
             positive_train, positive_val = train[train[ANY] == 1], val[val[ANY] == 1]
@@ -77,7 +79,7 @@ def main() -> None:
             with runtime.strategy.scope():
                 stage2 = build_subtype_fusion(
                     model_params.efficientnet, model_params.convnext, shape, len(SUBTYPES), model_params.weights,
-                    model_params.dropout, model_params.fusion_units,
+                    model_params.dropout, model_params.fusion_units, model_params.online_augmentation,
                 )
                 if model_params.arch == "cascade_warmstart":
                     # The modified cascade: stage 2's EfficientNetV2 starts from stage 1's trained backbone.
@@ -90,7 +92,10 @@ def main() -> None:
             backbone = model_params.efficientnet if model_params.arch == "efficientnetv2" else model_params.convnext
             train_data, val_data, loss, weights = datasets(train, val, LABELS)
             with runtime.strategy.scope():
-                model = build_single(backbone, shape, len(LABELS), model_params.weights, model_params.dropout, name=model_params.arch)
+                model = build_single(
+                    backbone, shape, len(LABELS), model_params.weights, model_params.dropout, model_params.arch,
+                    model_params.online_augmentation,
+                )
             fit_phases(model, train_data, val_data, LABELS, phases, loss, str(output / "model.keras"), prefix="model", **fit_args)
             files = {"model": "model.keras"}
             networks = {"model": model}

@@ -47,6 +47,17 @@ def test_every_arch_gives_probabilities_of_the_right_shape(arch):
         assert np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
 
 
+def test_online_augmentation_changes_training_inputs_only():
+    model = build_single("efficientnetv2b0", SHAPE, 1, None, 0.0, "m", augment=True)
+    assert {"random_flip", "random_shift"} <= {layer.name for layer in model.layers}
+    images = np.random.default_rng(3).random((2, *SHAPE), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(model(images, training=False)), np.asarray(model(images, training=False)))
+    shift = model.get_layer("random_shift")
+    batch = np.random.default_rng(4).random((8, *SHAPE), dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(shift(batch, training=False)), batch)
+    assert not np.allclose(np.asarray(shift(batch, training=True)), batch)
+
+
 def test_attention_fusion_is_a_convex_combination_of_projections():
     layer = AttentionFusion(units=8)
     a = np.random.default_rng(0).random((4, 5), dtype=np.float32)
