@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from ich.labels import LABELS, is_valid_id
 
-__all__ = ["load_table", "image_paths", "make_dataset"]
+__all__ = ["load_table", "make_dataset", "label_matrix"]
 
 
 def load_table(csv_path: str | os.PathLike, image_dir: str | os.PathLike, augmented: bool = False) -> pd.DataFrame:
@@ -27,10 +27,6 @@ def load_table(csv_path: str | os.PathLike, image_dir: str | os.PathLike, augmen
         raise ValueError(f"{csv_path} holds invalid image IDs, e.g. {frame.loc[~valid, 'ID'].iloc[0]!r}")
     frame["path"] = [str(Path(image_dir) / f"{image_id}.png") for image_id in frame["ID"]]
     return frame
-
-
-def image_paths(frame: pd.DataFrame) -> list[str]:
-    return frame["path"].tolist()
 
 
 def _decode(path: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -39,7 +39,7 @@ class BackboneSpec:
 
 
 def _convnext_atto(**kwargs) -> keras.Model:
-    """ConvNeXt-Atto (depths 2-2-6-2, widths 40-80-160-320; 3.7 M parameters, the timm configuration),
+    """ConvNeXt-Atto (depths 2-2-6-2, widths 40-80-160-320, the timm configuration; ~3.4 M parameters),
     built with Keras's own ConvNeXt builder so its blocks are exactly those of ConvNeXtTiny.
     No ImageNet weights exist for it in Keras: ``weights`` must be None or a local file."""
     from keras.src.applications.convnext import ConvNeXt

@@ -19,7 +19,7 @@ __all__ = ["render_rgb", "encode_png", "FileResult", "process_file", "process_ma
 
 # Speed levers, measured by benchmarks/preprocess.py: one LUT gather instead of three float passes;
 # OpenCV's area resize and PNG encoder (zlib level 1, run-length strategy: 4x faster than PIL's
-# default and files within 60 % of its size) instead of PIL; one worker process per core.
+# default, files about 1.6x its size) instead of PIL; one worker process per core.
 _PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 cv2.setNumThreads(1)  # the parallelism is across files; threads inside each call only contend
 
