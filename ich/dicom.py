@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import math
 import warnings
@@ -11,7 +13,15 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+    UID,
+)
 
 __all__ = [
     "UnusableSlice",
@@ -21,6 +31,10 @@ __all__ = [
     "to_hounsfield",
     "read_ct_slice",
     "METADATA_COLUMNS",
+    "PSEUDONYMIZED_COLUMNS",
+    "PSEUDONYM_KEY_ENV",
+    "MIN_KEY_LENGTH",
+    "pseudonym",
 ]
 
 #: Header fields kept in ``data/metadata.csv``. Identifying tags (names, dates, institution) never are.
@@ -34,7 +48,14 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "columns",
 )
 
+#: Columns of ``METADATA_COLUMNS`` replaced by :func:`pseudonym` when ``preprocess.pseudonymize_ids`` is on.
+PSEUDONYMIZED_COLUMNS: tuple[str, ...] = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
+#: Environment variable holding the secret key of the pseudonyms (never stored in the repository).
+PSEUDONYM_KEY_ENV = "ICH_PSEUDONYM_KEY"
+MIN_KEY_LENGTH = 16
+
 _NATIVE_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+_CT_SOP_CLASSES = {CTImageStorage, EnhancedCTImageStorage, UID("1.2.840.10008.5.1.4.1.1.2.2")}  # + legacy enhanced
 
 
 class UnusableSlice(Exception):
@@ -50,6 +71,17 @@ class CtSlice:
     slope: float
     intercept: float
     metadata: dict[str, object]
+
+
+def pseudonym(value: str, key: bytes) -> str:
+    """A stable, non-reversible stand-in for an identifier: ``"P" + HMAC-SHA256(key, value)[:24 hex]``.
+
+    Keyed, so nobody without the key can test guesses of a PatientID (an MRN has few digits); stable,
+    so the same patient keeps one group in the split. Empty values stay empty (no identifier to hide).
+    """
+    if not value:
+        return ""
+    return "P" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
 
 
 def needs_rsna_fix(bits_stored: int, pixel_representation: int, intercept: float) -> bool:
@@ -135,16 +167,58 @@ def read_ct_slice(data: bytes, image_id: str) -> CtSlice:
         return _read_ct_slice(data, image_id)
 
 
-def _read_ct_slice(data: bytes, image_id: str) -> CtSlice:
+def _parse(data: bytes) -> Dataset:
+    """Parse a file, accepting the raw datasets some exporters write without preamble and file meta."""
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=False)
+        return pydicom.dcmread(io.BytesIO(data), force=False)
     except InvalidDicomError as error:
-        raise UnusableSlice(f"not a DICOM file: {_short(error)}") from error
+        # No 'DICM' prefix: a bare dataset (old ACR-NEMA style exports) or not DICOM at all. Force-read
+        # it, and believe it only if it has the attributes every image object carries.
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+            if "SOPClassUID" in dataset or "Modality" in dataset:
+                _set_transfer_syntax(dataset)
+                return dataset
+        except Exception:  # a random byte stream can raise anything from the parser
+            pass
+        raise UnusableSlice("not a DICOM file (no 'DICM' prefix and no DICOM header found)") from error
     except Exception as error:  # a damaged header can raise anything from the parser
         raise UnusableSlice(f"unreadable DICOM header: {_short(error)}") from error
-    modality = str(dataset.get("Modality", "") or "")
-    if modality and modality != "CT":
-        raise UnusableSlice(f"not a CT image (Modality={modality})")
+
+
+def _set_transfer_syntax(dataset: Dataset) -> None:
+    """Give a dataset read without file meta the (uncompressed) transfer syntax its parser detected."""
+    if dataset.file_meta.get("TransferSyntaxUID") is not None:
+        return
+    implicit, little = dataset.original_encoding
+    if implicit is None:
+        return
+    dataset.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
+def _check_is_ct(dataset: Dataset) -> None:
+    """Accept CT by Modality, or by SOP Class where Modality is absent; explain anything else."""
+    media_class = dataset.file_meta.get("MediaStorageSOPClassUID") if hasattr(dataset, "file_meta") else None
+    if media_class == MediaStorageDirectoryStorage or "DirectoryRecordSequence" in dataset:
+        raise UnusableSlice("DICOMDIR (an index of a DICOM media folder, not an image)")
+    modality = str(dataset.get("Modality", "") or "").strip()
+    sop_class = str(dataset.get("SOPClassUID") or media_class or "").strip()
+    if modality:
+        if modality != "CT":
+            raise UnusableSlice(f"not a CT image (Modality={modality})")
+        return
+    if not sop_class:
+        raise UnusableSlice("not a CT image (neither Modality nor SOP Class UID present)")
+    if UID(sop_class) not in _CT_SOP_CLASSES:
+        name = UID(sop_class).name or sop_class
+        raise UnusableSlice(f"not a CT image (no Modality; SOP Class is {name})")
+
+
+def _read_ct_slice(data: bytes, image_id: str) -> CtSlice:
+    dataset = _parse(data)
+    _check_is_ct(dataset)
     if "PixelData" not in dataset:
         raise UnusableSlice("no pixel data")
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)

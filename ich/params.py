@@ -130,6 +130,7 @@ class PreprocessParams:
     windows: list
     max_quarantine_fraction: float
     workers: int
+    pseudonymize_ids: bool
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 2048:

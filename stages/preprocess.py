@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 
 import pandas as pd
 from tqdm import tqdm
 
 from ich.cli import StageError, run_stage
-from ich.dicom import METADATA_COLUMNS
+from ich.dicom import METADATA_COLUMNS, MIN_KEY_LENGTH, PSEUDONYM_KEY_ENV, PSEUDONYMIZED_COLUMNS, pseudonym
 from ich.files import prepare_output_dir, write_csv, write_json
 from ich.params import PreprocessParams, load_params, section
 from ich.preprocess import process_many
@@ -26,8 +27,23 @@ METRICS = "metrics/preprocess.json"
 logger = logging.getLogger("ich")
 
 
+def pseudonym_key(params: PreprocessParams) -> bytes | None:
+    """The secret key for ``preprocess.pseudonymize_ids`` from the environment, or None when it is off."""
+    if not params.pseudonymize_ids:
+        return None
+    key = os.environ.get(PSEUDONYM_KEY_ENV, "")
+    if len(key) < MIN_KEY_LENGTH:
+        raise StageError(
+            f"`preprocess.pseudonymize_ids` is on, so the environment variable {PSEUDONYM_KEY_ENV} must hold a "
+            f"secret of at least {MIN_KEY_LENGTH} characters (e.g. `export {PSEUDONYM_KEY_ENV}=$(openssl rand "
+            f"-hex 32)`). Keep it outside the repository; the same key gives the same pseudonyms."
+        )
+    return key.encode("utf-8")
+
+
 def main() -> None:
     params = section(load_params(), "preprocess", PreprocessParams)
+    key = pseudonym_key(params)
     windows = windows_from_params(params.windows)
     ids = pd.read_csv(SAMPLED, usecols=["ID"], dtype=str)["ID"].tolist()
     output = prepare_output_dir(PNG_DIR)
@@ -36,7 +52,10 @@ def main() -> None:
     results = process_many(ids, DICOM_DIR, output, params.image_size, windows, params.workers)
     for result in tqdm(results, total=len(ids), desc="preprocess", unit="img", mininterval=1.0):
         if result.metadata is not None:
-            metadata.append(result.metadata)
+            row = dict(result.metadata)
+            if key is not None:
+                row.update({column: pseudonym(str(row[column]), key) for column in PSEUDONYMIZED_COLUMNS})
+            metadata.append(row)
         else:
             quarantine.append({"ID": result.image_id, "reason": str(result.reason)})
 

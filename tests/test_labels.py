@@ -1,4 +1,3 @@
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -113,3 +112,22 @@ def test_sampling_counts_multilabel_images_for_each_label():
 def test_sampling_rejects_non_positive_target():
     with pytest.raises(ValueError, match="per_label"):
         sample_balanced(_wide(3, {}), 0, 0)
+
+
+def test_hostile_ids_in_the_csv_are_rejected_rows_not_paths(tmp_path):
+    good = [f"ID_a_{label},0" for label in LABELS]
+    hostile = [
+        "/etc/passwd_any,0",  # absolute path
+        "ID_..\\..\\x_any,0",  # Windows path trick
+        "ID_1\x00f_any,0",  # NUL byte
+        "ID_12cadc6aé_any,0",  # unicode
+        "ID_١٢٣_any,0",  # non-ASCII digits
+        '"ID_a,b"_any,0',  # quoted comma
+    ]
+    path = tmp_path / "labels.csv"
+    path.write_bytes(("\n".join(["ID,Label", *good, *hostile]) + "\n").encode("utf-8"))
+    parsed = parse_long_csv(str(path))
+    assert parsed.wide["ID"].tolist() == ["ID_a"]
+    assert len(parsed.rejected) == len(hostile)
+    assert parsed.rejected["reason"].str.contains("does not match").all()
+    assert parsed.counts["rows_malformed"] == len(hostile)
