@@ -15,6 +15,7 @@ from dvclive.keras import DVCLiveCallback
 from dvclive.utils import standardize_metric_name
 
 from ich.models import backbones_of
+from ich.resume import ResumableEarlyStopping, ResumeCallback, ResumeStore
 
 __all__ = [
     "Runtime",
@@ -39,6 +40,7 @@ class Runtime:
     mixed_precision: bool
     jit_compile: bool
     gpus: int
+    is_chief: bool = True  # False on the non-chief workers of a multi-worker run (they write no outputs)
 
 
 def _switch(value: str | bool, default: bool, name: str) -> bool:
@@ -86,7 +88,18 @@ def configure_runtime(
         "runtime: %d GPU(s), strategy %s with %d replica(s), mixed precision %s, XLA %s",
         gpus, type(chosen).__name__, chosen.num_replicas_in_sync, use_mixed, use_xla,
     )
-    return Runtime(strategy=chosen, mixed_precision=use_mixed, jit_compile=use_xla, gpus=gpus)
+    resolver = getattr(chosen, "cluster_resolver", None) if strategy == "multi_worker" else None
+    task_type = getattr(resolver, "task_type", None)
+    task_id = getattr(resolver, "task_id", 0) or 0
+    is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not _has_chief())
+    return Runtime(strategy=chosen, mixed_precision=use_mixed, jit_compile=use_xla, gpus=gpus, is_chief=is_chief)
+
+
+def _has_chief() -> bool:
+    import json
+
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return bool(cluster.get("chief"))
 
 
 @keras.saving.register_keras_serializable(package="ich")
@@ -194,44 +207,92 @@ def fit_phases(
     prefix: str,
     patience: int,
     jit_compile: bool,
+    strategy: tf.distribute.Strategy | None = None,
+    resume: ResumeStore | None = None,
 ) -> keras.Model:
     """Run the phases; keep the best epoch (by validation AUC) of all of them in ``checkpoint_path``.
 
     Freezing sets ``trainable = False`` on the backbones: in Keras 3 a non-trainable
     BatchNormalization also runs in inference mode, which is what a frozen pretrained backbone needs;
-    the model is recompiled after every change of ``trainable``.
+    the model is recompiled (inside ``strategy.scope()``, so the optimizer's variables are mirrored like
+    the model's) after every change of ``trainable``.
+
+    With ``resume``, every finished epoch is snapshotted, and a run that finds a snapshot of ``prefix``
+    continues from it: a network already complete is only reloaded, a phase cut short goes on from its
+    next epoch with the optimizer's state, the best AUC so far and the early-stopping counter.
 
     Returns:
         The model with the best checkpoint's weights.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    stored = resume.network(prefix) if resume is not None else {}
+    if stored.get("complete") and os.path.exists(checkpoint_path):
+        logger.info("%s: already trained by the interrupted run; loading its best checkpoint", prefix)
+        _load_best(model, checkpoint_path)
+        return model
+    start_phase, epoch_done = int(stored.get("phase", 0)), int(stored.get("epoch", 0))
+    phase_start = int(stored.get("phase_start", 0))
+    phase_finished = bool(stored) and (
+        stored.get("stopped") or epoch_done >= phase_start + phases[start_phase].epochs
+    )
+    if phase_finished:
+        start_phase, phase_start = start_phase + 1, epoch_done
+    best_so_far = stored.get("checkpoint_best")
     checkpoint = keras.callbacks.ModelCheckpoint(
-        checkpoint_path, monitor="val_auc", mode="max", save_best_only=True, verbose=0
+        checkpoint_path, monitor="val_auc", mode="max", save_best_only=True, verbose=0,
+        initial_value_threshold=best_so_far,
     )
     logging_callback = StageLiveCallback(live, prefix)
-    initial_epoch = 0
-    for phase in phases:
+    initial_epoch = epoch_done
+    for index, phase in enumerate(phases):
+        if index < start_phase:
+            continue
+        continuing = bool(stored) and index == start_phase and not phase_finished
+        if not continuing:
+            phase_start = initial_epoch
         for backbone in backbones_of(model):
             backbone.trainable = phase.backbone_trainable
         steps = max(1, int(train_data.cardinality().numpy())) * max(phase.epochs, 1)
-        schedule = keras.optimizers.schedules.CosineDecay(phase.learning_rate, decay_steps=steps, alpha=0.05)
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss=loss,
-            metrics=_metrics(label_names),
-            jit_compile=jit_compile,
+        with strategy.scope():
+            schedule = keras.optimizers.schedules.CosineDecay(phase.learning_rate, decay_steps=steps, alpha=0.05)
+            model.compile(
+                optimizer=keras.optimizers.Adam(schedule),
+                loss=loss,
+                metrics=_metrics(label_names),
+                jit_compile=jit_compile,
+            )
+            if stored and index == start_phase:
+                # The snapshot's weights; its optimizer state only if it belongs to this phase.
+                resume.restore(prefix, model, optimizer=continuing)
+        stopper = ResumableEarlyStopping(
+            monitor="val_auc", mode="max", patience=patience, restore_best_weights=False,
+            resume_wait=int(stored.get("stopper_wait", 0)) if continuing else 0,
+            resume_best=stored.get("stopper_best") if continuing else None,
         )
-        stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=False)
-        logger.info("%s: phase %s, %d epoch(s) at lr %g", prefix, phase.name, phase.epochs, phase.learning_rate)
+        callbacks = [checkpoint, logging_callback, stopper]
+        if resume is not None:
+            callbacks.append(ResumeCallback(resume, prefix, index, phase_start, checkpoint, stopper, live))
+        remaining = phase_start + phase.epochs - initial_epoch
+        logger.info(
+            "%s: phase %s, %d epoch(s) at lr %g%s", prefix, phase.name, remaining, phase.learning_rate,
+            f" (resumed after epoch {initial_epoch})" if continuing else "",
+        )
         history = model.fit(
             train_data,
             validation_data=val_data,
-            epochs=initial_epoch + phase.epochs,
+            epochs=phase_start + phase.epochs,
             initial_epoch=initial_epoch,
-            callbacks=[checkpoint, logging_callback, stopper],
+            callbacks=callbacks,
             verbose=2,
         )
         initial_epoch += len(history.epoch)
+    if resume is not None:
+        resume.mark_complete(prefix, live.step)
     if os.path.exists(checkpoint_path):
-        best = keras.saving.load_model(checkpoint_path, compile=False, safe_mode=True)
-        model.set_weights(best.get_weights())
+        _load_best(model, checkpoint_path)
     return model
+
+
+def _load_best(model: keras.Model, checkpoint_path: str) -> None:
+    best = keras.saving.load_model(checkpoint_path, compile=False, safe_mode=True)
+    model.set_weights(best.get_weights())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +18,7 @@ from ich.inference import MODEL_CARD, LoadedModels, predict_probabilities
 from ich.labels import ANY, LABELS, SUBTYPES
 from ich.models import build_any_classifier, build_single, build_subtype_fusion
 from ich.params import ModelParams, PreprocessParams, TrainParams, load_params, section
+from ich.resume import ResumeStore, fingerprint, trim_live_history
 from ich.training import WeightedBinaryCrossentropy, configure_runtime, fit_phases, plan_phases, positive_weights
 
 SPLIT_DIR = "data/split"
@@ -24,6 +27,13 @@ AUGMENTED_TABLE = "data/augmented.csv"
 AUGMENTED_DIR = "data/augmented"
 MODEL_DIR = "models"
 LIVE_DIR = "dvclive/train"
+RESUME_DIR = "checkpoints/train"
+# What shapes a training run: a stored resume state from other params, data or code is not used.
+RESUME_PARAMS = ("data", "sample", "preprocess", "split", "augment", "model", "train")
+RESUME_FILES = (
+    "data/split/train.csv", "data/split/val.csv", "data/augmented.csv",
+    "stages/train.py", "ich/models.py", "ich/training.py", "ich/data.py", "ich/resume.py",
+)
 
 logger = logging.getLogger("ich")
 
@@ -57,12 +67,27 @@ def main() -> None:
         val_data = make_dataset(frame_val["path"].tolist(), label_matrix(frame_val, labels), size, batch, False, train_params.seed, train_params.cache_images)
         return train_data, val_data, WeightedBinaryCrossentropy(weights), weights
 
-    output = prepare_output_dir(MODEL_DIR)
+    # Non-chief workers of a multi-worker run train in lockstep but write into a scratch folder.
+    root = Path(".") if runtime.is_chief else Path(tempfile.mkdtemp(prefix="ich-worker-"))
+    output = prepare_output_dir(root / MODEL_DIR)
+    store = ResumeStore(
+        root / RESUME_DIR,
+        fingerprint({name: params.get(name) for name in RESUME_PARAMS}, RESUME_FILES),
+        enabled=runtime.is_chief,
+    )
     files: dict[str, str] = {}
     card: dict[str, object] = {}
-    with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
+    live_step = store.live_step
+    if live_step is not None:
+        trim_live_history(root / LIVE_DIR, live_step)
+    with Live(str(root / LIVE_DIR), dvcyaml=False, save_dvc_exp=False, resume=live_step is not None) as live:
+        if live_step is not None:
+            live.step = live_step
         live.log_params({"arch": model_params.arch, "phases": [phase.name for phase in phases]})
-        fit_args = dict(live=live, patience=train_params.early_stopping_patience, jit_compile=runtime.jit_compile)
+        fit_args = dict(
+            live=live, patience=train_params.early_stopping_patience, jit_compile=runtime.jit_compile,
+            strategy=runtime.strategy, resume=store,
+        )
         if model_params.arch in ("cascade", "cascade_warmstart"):
             # Stage 1: every training image, one output: any hemorrhage.
             train_data, val_data, loss, weights1 = datasets(train, val, [ANY])
@@ -70,7 +95,7 @@ def main() -> None:
                 stage1 = build_any_classifier(
                     model_params.efficientnet, shape, model_params.weights, model_params.dropout, model_params.online_augmentation
                 )
-            fit_phases(stage1, train_data, val_data, [ANY], phases, loss, str(output / "stage1.keras"), prefix="stage1", **fit_args)
+            fit_phases(stage1, train_data, val_data, [ANY], phases, loss, str(store.best_checkpoint("stage1")), prefix="stage1", **fit_args)
             # Stage 2: hemorrhage-positive images only, five outputs: P(subtype | hemorrhage).
             positive_train, positive_val = train[train[ANY] == 1], val[val[ANY] == 1]
             if positive_train.empty or positive_val.empty:
@@ -84,7 +109,7 @@ def main() -> None:
                 if model_params.arch == "cascade_warmstart":
                     # The modified cascade: stage 2's EfficientNetV2 starts from stage 1's trained backbone.
                     stage2.get_layer(model_params.efficientnet).set_weights(stage1.get_layer(model_params.efficientnet).get_weights())
-            fit_phases(stage2, train_data, val_data, SUBTYPES, phases, loss, str(output / "stage2.keras"), prefix="stage2", **fit_args)
+            fit_phases(stage2, train_data, val_data, SUBTYPES, phases, loss, str(store.best_checkpoint("stage2")), prefix="stage2", **fit_args)
             files = {"stage1": "stage1.keras", "stage2": "stage2.keras"}
             networks = {"stage1": stage1, "stage2": stage2}
             card["positive_weights"] = {"stage1": weights1, "stage2": weights2}
@@ -96,7 +121,7 @@ def main() -> None:
                     backbone, shape, len(LABELS), model_params.weights, model_params.dropout, model_params.arch,
                     model_params.online_augmentation,
                 )
-            fit_phases(model, train_data, val_data, LABELS, phases, loss, str(output / "model.keras"), prefix="model", **fit_args)
+            fit_phases(model, train_data, val_data, LABELS, phases, loss, str(store.best_checkpoint("model")), prefix="model", **fit_args)
             files = {"model": "model.keras"}
             networks = {"model": model}
             card["positive_weights"] = {"model": weights}
@@ -121,8 +146,11 @@ def main() -> None:
                 "mixed_precision": runtime.mixed_precision,
             }
         )
-        write_json(card, Path(MODEL_DIR) / MODEL_CARD)
+        for name, filename in files.items():
+            shutil.copyfile(store.best_checkpoint(name), output / filename)
+        write_json(card, output / MODEL_CARD)
         live.log_params({"thresholds": thresholds})
+    store.finish()
     logger.info("train: %s saved to %s (%s)", model_params.arch, MODEL_DIR, ", ".join(files.values()))
 
 

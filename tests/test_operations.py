@@ -1,0 +1,140 @@
+"""DVC operations on a real project: kill-and-resume of training, push/pull through a remote, a queued sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.project import dvc, make_project, run
+
+TINY_SINGLE = {
+    "synthesize": {"patients": 16, "slices_per_series": 8, "image_size": 64, "duplicate_rows": 6},
+    "sample": {"per_label": 12},
+    "preprocess": {"image_size": 32, "max_quarantine_fraction": 0.2},
+    "augment": {"target_per_label": 14},
+    "model": {"arch": "efficientnetv2"},
+    "train": {"epochs": 4, "batch_size": 8, "early_stopping_patience": 10},
+    "evaluate": {"montage_images": 4},
+}
+
+
+def _state(project: Path) -> dict:
+    try:
+        return json.loads((project / "checkpoints/train/state.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _tsv_steps(path: Path) -> list[int]:
+    frame = pd.read_csv(path, sep="\t")
+    return frame["step"].tolist()
+
+
+@pytest.fixture(scope="module")
+def resumed_project(tmp_path_factory):
+    """A project whose `dvc repro` was SIGKILLed after two training epochs and then rerun to the end."""
+    project = make_project(tmp_path_factory.mktemp("work") / "repo", TINY_SINGLE)
+    dvc("repro", "augment", cwd=project)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    log = open(project.parent / "killed.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while _state(project).get("networks", {}).get("model", {}).get("epoch", 0) < 2:
+            assert process.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no epoch finished within 300 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage's python, like a lost machine
+        process.wait()
+    killed_at = _state(project)["networks"]["model"]["epoch"]
+    # DVC's own lock of the killed repro is stale; dvc repro notices and takes it over.
+    result = dvc("repro", cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], cwd=project)
+    return project, killed_at, result.stdout + result.stderr
+
+
+def test_killed_training_resumes_from_its_last_finished_epoch(resumed_project):
+    project, killed_at, log = resumed_project
+    assert killed_at >= 2
+    assert f"resumed after epoch {killed_at}" in log
+    assert f"Epoch {killed_at + 1}/4" in log and "Epoch 1/4" not in log
+    # dvclive continued its step count: one row per epoch 0..3, none twice, none missing.
+    assert _tsv_steps(project / "dvclive/train/plots/metrics/model/train/loss.tsv") == [0, 1, 2, 3]
+    assert json.loads((project / "dvclive/train/metrics.json").read_text())["step"] == 4
+    # The finished run leaves only its state file; models and metrics are complete.
+    assert sorted(path.name for path in (project / "checkpoints/train").iterdir()) == ["state.json"]
+    assert _state(project)["complete"] is True
+    assert (project / "models/model.keras").exists() and (project / "metrics/evaluate.json").exists()
+    assert dvc("status", cwd=project).stdout.strip().endswith("Data and pipelines are up to date.")
+
+
+def test_a_changed_param_does_not_resume_a_stale_state(resumed_project, tmp_path):
+    from ich.resume import ResumeStore
+
+    project, _, _ = resumed_project
+    state = _state(project)
+    store = ResumeStore(tmp_path / "state", "other", enabled=True)
+    assert not store.resuming and store.live_step is None
+    (tmp_path / "state/state.json").write_text(json.dumps({**state, "complete": False, "networks": {"model": {"epoch": 1}}}))
+    assert ResumeStore(tmp_path / "state", state["fingerprint"]).resuming
+    assert not ResumeStore(tmp_path / "state", "changed").resuming
+
+
+def test_push_then_pull_into_a_second_clone_restores_every_file(resumed_project):
+    project, _, _ = resumed_project
+    config = (project / ".dvc/config").read_text()
+    assert "remote = storage" in config  # the committed default remote needs no account
+    dvc("push", cwd=project)
+    storage = project.parent / "ich-dvc-storage"
+    assert storage.is_dir() and any(storage.rglob("*"))
+    clone = project.parent / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], cwd=project.parent)
+    dvc("pull", cwd=clone)
+    for folder in ("data/png", "data/augmented", "data/dicom", "models"):
+        original = sorted(p.relative_to(project) for p in (project / folder).rglob("*") if p.is_file())
+        copied = sorted(p.relative_to(clone) for p in (clone / folder).rglob("*") if p.is_file())
+        assert original == copied and original
+        for name in original:
+            assert (project / name).read_bytes() == (clone / name).read_bytes()
+    assert dvc("status", cwd=clone).stdout.strip().endswith("Data and pipelines are up to date.")
+
+
+def test_queued_two_point_sweep_runs_and_exp_show_lists_both(resumed_project):
+    project, _, _ = resumed_project
+    dvc("exp", "run", "--queue", "-S", "evaluate.threshold=0.3,0.7", cwd=project)
+    dvc("queue", "start", "-j", "1", cwd=project)
+    deadline = time.monotonic() + 600
+    while True:
+        status = dvc("queue", "status", cwd=project).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 2, status + dvc("queue", "logs", "--help", cwd=project).stdout
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    experiments = [exp for entry in shown for exp in (entry.get("experiments") or [])]
+    thresholds, losses = set(), set()
+    for experiment in experiments:
+        for revision in experiment["revs"]:
+            data = revision["data"]
+            thresholds.add(data["params"]["params.yaml"]["data"]["evaluate"]["threshold"])
+            metrics = data["metrics"]["metrics/evaluate.json"]["data"]
+            assert metrics["any"]["auc"] is not None
+            losses.add(metrics["weighted_log_loss"])
+    assert {0.3, 0.7} <= thresholds
+    table = dvc("exp", "show", "--csv", cwd=project).stdout
+    assert "evaluate.threshold" in table and "any.f1" in table
