@@ -75,11 +75,13 @@ def configure_runtime(
     elif strategy == "default":
         chosen = tf.distribute.get_strategy()
     elif strategy == "mirrored":
-        chosen = tf.distribute.MirroredStrategy()
+        # All GPUs; without GPUs, every logical CPU device (one unless the CPU was split, as in the tests).
+        devices = None if gpus else [device.name for device in tf.config.list_logical_devices("CPU")]
+        chosen = tf.distribute.MirroredStrategy(devices=devices)
     elif strategy == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("`train.strategy: multi_worker` needs the TF_CONFIG environment variable (see README).")
-        chosen = tf.distribute.MultiWorkerMirroredStrategy()
+        chosen = _nested_reduce(tf.distribute.MultiWorkerMirroredStrategy())
     else:
         raise ValueError(
             f"`train.strategy` must be one of auto, default, mirrored, multi_worker. Received: {strategy!r}"
@@ -93,6 +95,31 @@ def configure_runtime(
     task_id = getattr(resolver, "task_id", 0) or 0
     is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not _has_chief())
     return Runtime(strategy=chosen, mixed_precision=use_mixed, jit_compile=use_xla, gpus=gpus, is_chief=is_chief)
+
+
+def _nested_reduce(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
+    """Let ``strategy.reduce`` take a nested structure, as Keras 3's ``fit`` asks of it.
+
+    Keras 3 reduces one whole ``(images, labels)`` batch to build the model symbolically, and reduces
+    per-replica scalars (loss, metrics) with ``axis=0``; the collective all-reduce of
+    MultiWorkerMirroredStrategy takes one value at a time and fails on both (keras-team/keras#20585).
+    Reducing each element separately, and scalars across replicas only, is the intended operation.
+    """
+    reduce_one = strategy.reduce
+
+    def reduce_item(reduce_op, item, axis):
+        # Keras also asks for `axis=0` on per-replica scalars (loss, metrics): that is a reduction
+        # across replicas only, `axis=None`.
+        local = strategy.experimental_local_results(item)[0] if isinstance(item, tf.distribute.DistributedValues) else item
+        if axis is not None and getattr(getattr(local, "shape", None), "rank", None) == 0:
+            axis = None
+        return reduce_one(reduce_op, item, axis=axis)
+
+    def reduce(reduce_op, value, axis=None):
+        return tf.nest.map_structure(lambda item: reduce_item(reduce_op, item, axis), value)
+
+    strategy.reduce = reduce
+    return strategy
 
 
 def _has_chief() -> bool:
