@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,14 @@ def make_project(target: Path, overrides: dict) -> Path:
 def lock_hashes(project: Path, stages=DATA_STAGES) -> dict:
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     return {stage: [(out["path"], out.get("md5")) for out in lock[stage].get("outs", [])] for stage in stages}
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that were free on loopback a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports

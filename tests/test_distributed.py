@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from tests.project import ROOT
+from tests.project import ROOT, free_ports
 
 
 def _worker(strategy: str, output, cpus: int = 1, tf_config: dict | None = None) -> subprocess.Popen:
@@ -31,16 +30,6 @@ def _result(process: subprocess.Popen, timeout: float = 300) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def mirrored(tmp_path_factory):
     return _result(_worker("mirrored", tmp_path_factory.mktemp("mirrored"), cpus=2))
@@ -54,7 +43,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(mirrored):
 
 
 def test_two_workers_on_loopback_train_in_lockstep(tmp_path, mirrored):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     workers = [
         _worker("multi_worker", tmp_path, tf_config={"cluster": cluster, "task": {"type": "worker", "index": index}})

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.project import dvc, make_project, run
+from tests.project import dvc, free_ports, make_project, run
 
 TINY_SINGLE = {
     "synthesize": {"patients": 16, "slices_per_series": 8, "image_size": 64, "duplicate_rows": 6},
@@ -138,3 +137,47 @@ def test_queued_two_point_sweep_runs_and_exp_show_lists_both(resumed_project):
     assert {0.3, 0.7} <= thresholds
     table = dvc("exp", "show", "--csv", cwd=project).stdout
     assert "evaluate.threshold" in table and "any.f1" in table
+
+
+@pytest.fixture()
+def s3_endpoint():
+    """A real S3-compatible server (moto) on loopback, with one empty bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    client.create_bucket(Bucket="ich-artifacts")
+    yield endpoint, client
+    server.stop()
+
+
+def _configure_s3(project: Path, endpoint: str) -> None:
+    dvc("remote", "add", "s3", "s3://ich-artifacts/dvcstore", cwd=project)
+    dvc("remote", "modify", "s3", "endpointurl", endpoint, cwd=project)
+    # Credentials go to .dvc/config.local (never committed), as the README shows.
+    dvc("remote", "modify", "--local", "s3", "access_key_id", "test", cwd=project)
+    dvc("remote", "modify", "--local", "s3", "secret_access_key", "test", cwd=project)
+
+
+def test_push_and_pull_through_an_s3_server(resumed_project, s3_endpoint, tmp_path):
+    project, _, _ = resumed_project
+    endpoint, client = s3_endpoint
+    _configure_s3(project, endpoint)
+    assert "secret_access_key" not in (project / ".dvc/config").read_text()
+    dvc("push", "-r", "s3", cwd=project)
+    stored = client.list_objects_v2(Bucket="ich-artifacts", Prefix="dvcstore/")
+    assert stored["KeyCount"] > 0
+    clone = tmp_path / "s3-clone"
+    run(["git", "clone", "-q", str(project), str(clone)], cwd=tmp_path)
+    _configure_s3(clone, endpoint)
+    dvc("pull", "-r", "s3", cwd=clone)
+    for name in ("models/model.keras", "data/metadata.csv", "data/split/test.csv"):
+        assert (clone / name).read_bytes() == (project / name).read_bytes()
+    pngs = sorted(p.name for p in (clone / "data/png").glob("*.png"))
+    assert pngs == sorted(p.name for p in (project / "data/png").glob("*.png")) and pngs
+    assert dvc("status", cwd=clone).stdout.strip().endswith("Data and pipelines are up to date.")
