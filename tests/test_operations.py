@@ -135,6 +135,13 @@ def test_queued_two_point_sweep_runs_and_exp_show_lists_both(resumed_project):
             assert metrics["any"]["auc"] is not None
             losses.add(metrics["weighted_log_loss"])
     assert {0.3, 0.7} <= thresholds
+    # Two experiments compared by name: metrics and plots of both.
+    names = [experiment["name"] for experiment in experiments if experiment.get("name")][:2]
+    assert len(names) == 2
+    metrics_diff = json.loads(dvc("metrics", "diff", *names, "--json", cwd=project).stdout)
+    assert "metrics/evaluate.json" in metrics_diff
+    plots = json.loads(dvc("plots", "diff", *names, "--json", "--split", cwd=project).stdout)
+    assert plots and all(name in json.dumps(plots) for name in names)
     table = dvc("exp", "show", "--csv", cwd=project).stdout
     assert "evaluate.threshold" in table and "any.f1" in table
 
