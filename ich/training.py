@@ -253,10 +253,12 @@ def fit_phases(
     """
     strategy = strategy or tf.distribute.get_strategy()
     stored = resume.network(prefix) if resume is not None else {}
-    if stored.get("complete") and os.path.exists(checkpoint_path):
-        logger.info("%s: already trained by the interrupted run; loading its best checkpoint", prefix)
-        _load_best(model, checkpoint_path)
-        return model
+    if stored.get("complete"):
+        if os.path.exists(checkpoint_path):
+            logger.info("%s: already trained by the interrupted run; loading its best checkpoint", prefix)
+            _load_best(model, checkpoint_path)
+            return model
+        stored = {}  # its checkpoint is gone: train it again
     start_phase, epoch_done = int(stored.get("phase", 0)), int(stored.get("epoch", 0))
     phase_start = int(stored.get("phase_start", 0))
     phase_finished = bool(stored) and (

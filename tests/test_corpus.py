@@ -26,8 +26,8 @@ from pydicom.uid import (
 )
 
 from ich.dicom import PSEUDONYM_KEY_ENV
-from ich.preprocess import _Job, process_file
-from ich.windows import DEFAULT_WINDOWS, compose_rgb
+from ich.preprocess import process_many
+from ich.windows import compose_rgb
 from tests.helpers import write_long_csv
 from tests.project import dvc, make_project, run
 
@@ -53,34 +53,34 @@ def corpus_id(path: Path) -> str:
     return "ID_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
 
 
-def _job(dicom_dir: Path, png_dir: Path, image_size: int = IMAGE_SIZE) -> _Job:
-    png_dir.mkdir(parents=True, exist_ok=True)
-    return _Job(str(dicom_dir), str(png_dir), image_size, DEFAULT_WINDOWS)
+def _process(dicom_dir: Path, png_dir: Path, ids: list[str], image_size: int = IMAGE_SIZE) -> dict:
+    """Run preprocess's code over ``ids``: ``{ID: (FileResult, RGB array or None)}``."""
+    results = process_many(ids, dicom_dir, png_dir, image_size, workers=1)
+    outcome = {}
+    for result in results:
+        png = png_dir / f"{result.image_id}.png"
+        outcome[result.image_id] = (result, cv2.imread(str(png))[..., ::-1] if png.exists() else None)
+    return outcome
 
 
 def _run_one(tmp_path: Path, data: bytes, image_size: int = IMAGE_SIZE):
-    dicom_dir, png_dir = tmp_path / "dicom", tmp_path / "png"
+    dicom_dir = tmp_path / "dicom"
     dicom_dir.mkdir(parents=True, exist_ok=True)
     (dicom_dir / "ID_0a.dcm").write_bytes(data)
-    result = process_file("ID_0a", _job(dicom_dir, png_dir, image_size))
-    png = png_dir / "ID_0a.png"
-    return result, (cv2.imread(str(png))[..., ::-1] if png.exists() else None)
+    return _process(dicom_dir, tmp_path / "png", ["ID_0a"], image_size)["ID_0a"]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """Every corpus file laid out as ``<ID>.dcm`` and processed: ``{file name: (result, rgb or None)}``."""
+    """Every corpus file laid out as ``<ID>.dcm`` and processed: ``{file name: [(result, rgb or None)]}``."""
     root = tmp_path_factory.mktemp("corpus")
-    dicom_dir, png_dir = root / "dicom", root / "png"
-    dicom_dir.mkdir()
-    job = _job(dicom_dir, png_dir)
+    (root / "dicom").mkdir()
+    for path in CORPUS:
+        (root / "dicom" / f"{corpus_id(path)}.dcm").write_bytes(path.read_bytes())
+    processed = _process(root / "dicom", root / "png", [corpus_id(path) for path in CORPUS])
     outcome = {}
     for path in CORPUS:
-        image_id = corpus_id(path)
-        (dicom_dir / f"{image_id}.dcm").write_bytes(path.read_bytes())
-        result = process_file(image_id, job)
-        png = png_dir / f"{image_id}.png"
-        outcome.setdefault(path.name, []).append((result, cv2.imread(str(png))[..., ::-1] if png.exists() else None))
+        outcome.setdefault(path.name, []).append(processed[corpus_id(path)])
     return outcome
 
 
