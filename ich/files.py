@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -18,6 +20,7 @@ from ich.labels import validate_id
 
 __all__ = [
     "image_path",
+    "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
     "write_csv",
@@ -37,20 +40,34 @@ def image_path(folder: str | os.PathLike, image_id: str, suffix: str) -> Path:
     return Path(folder) / f"{validate_id(image_id)}{suffix}"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+# mkstemp creates files readable by their owner only; finished outputs get the usual umask-based mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
-    A reader (or a rerun after a kill) sees either the old file, the complete new one, or nothing.
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary stream whose content appears at ``path`` only when the ``with`` block completes.
+
+    It writes a temporary file in the same folder and renames it over ``path`` (``os.replace``), so a
+    reader (or a rerun after a kill) sees either the old file, the complete new one, or nothing.
     """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            yield stream
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as stream:
+        stream.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ich.files import atomic_write_text
+from ich.files import atomic_open, atomic_write_text
 
 __all__ = ["fingerprint", "ResumeStore", "ResumeCallback", "ResumableEarlyStopping", "trim_live_history"]
 
@@ -120,14 +119,8 @@ class ResumeStore:
         optimizer = model.optimizer
         if optimizer is not None and optimizer.built:
             arrays.update({f"optimizer{index}": np.asarray(v.numpy()) for index, v in enumerate(optimizer.variables)})
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{snapshot}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.replace(temporary, self.directory / snapshot)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_open(self.directory / snapshot) as stream:
+            np.savez(stream, **arrays)
         previous = self.state["networks"].get(name, {}).get("snapshot")
         self.state["networks"][name] = {**progress, "snapshot": snapshot, "complete": False}
         self.state["live_step"] = int(live_step)

@@ -61,3 +61,11 @@ def test_prepare_output_dir_clears_and_reports_unwritable(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(PermissionError, match="Cannot create or write"):
         prepare_output_dir(blocker / "sub")
+
+
+def test_atomic_writes_get_the_usual_file_mode_not_mkstemps_private_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_UMASK", 0o022)
+    atomic_write_bytes(tmp_path / "a.bin", b"x")
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0o600
+    assert (tmp_path / "a.bin").read_bytes() == b"x"
+    assert [path.name for path in tmp_path.iterdir()] == ["a.bin"]
