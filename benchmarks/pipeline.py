@@ -28,7 +28,7 @@ def copy_repository(target: Path) -> None:
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = ROOT / name
-        if source.is_file() and not name.startswith(("data/", "models/", "dvclive/")) and name != "dvc.lock":
+        if source.is_file() and not name.startswith(("data/", "models/", "dvclive/", "checkpoints/")) and name != "dvc.lock":
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "b"]):

@@ -39,7 +39,7 @@ def make_project(target: Path, overrides: dict) -> Path:
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = ROOT / name
-        if not source.is_file() or name.startswith(("data/", "models/", "dvclive/", "plots/")) or name == "dvc.lock":
+        if not source.is_file() or name.startswith(("data/", "models/", "dvclive/", "plots/", "checkpoints/")) or name == "dvc.lock":
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target / name)
