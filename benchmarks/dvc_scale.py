@@ -3,15 +3,17 @@
 
 For each N: `dvc add` of the folder (hashing + moving into the cache), `dvc status` with nothing changed
 (median of `--repeats`), `dvc status` after one file changed, and the disk used by workspace + cache with
-`cache.type` hardlink (the project's default on ext4) and copy. Runs in temporary repositories:
+`cache.type` hardlink and copy. With `--demo`: the demo's data stages (`dvc repro augment` on params.yaml)
+in a copy of the repository, once per cache.type, and the disk of their outputs with and without the cache.
+Runs in temporary repositories:
 
     python -m benchmarks.dvc_scale --files 1000 10000 50000 --file-kb 48
+    python -m benchmarks.dvc_scale --demo
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -21,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.pipeline import copy_repository, stage_env
+
 
 def _run(args: list[str], cwd: Path) -> float:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     start = time.perf_counter()
-    subprocess.run(args, cwd=cwd, check=True, capture_output=True, env=env)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=stage_env())
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
     return time.perf_counter() - start
 
 
@@ -61,12 +66,39 @@ def measure(count: int, file_kb: int, cache_type: str, repeats: int) -> dict[str
     return {"add": add, "status": status, "changed": changed, "disk": disk, "data": count * file_kb * 1024}
 
 
+DEMO_OUTPUTS = ("data/synthetic", "data/dicom", "data/png", "data/augmented")
+DEMO_CACHE_TYPES = ("hardlink,symlink", "reflink,hardlink,symlink,copy")
+
+
+def measure_demo(cache_type: str) -> dict[str, float]:
+    """Disk of the demo's data outputs after `dvc repro augment`, alone and together with the DVC cache."""
+    with tempfile.TemporaryDirectory(prefix="ich-dvc-demo-") as work:
+        project = Path(work)
+        copy_repository(project)
+        _run([sys.executable, "-m", "dvc", "config", "--local", "cache.type", cache_type], project)
+        seconds = _run([sys.executable, "-m", "dvc", "repro", "augment"], project)
+        outputs = [project / name for name in DEMO_OUTPUTS]
+        alone = _disk_bytes(*outputs)
+        together = _disk_bytes(*outputs, project / ".dvc" / "cache")
+    return {"repro": seconds, "outputs": alone, "with_cache": together}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--file-kb", type=int, default=48, help="size of each file (a 256 px PNG is ~55 KB)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--demo", action="store_true", help="measure the demo's data stages instead")
     args = parser.parse_args()
+    if args.demo:
+        print("cache.type                       repro augment (s)  outputs (MB)  outputs + cache (MB)  ratio")
+        for cache_type in DEMO_CACHE_TYPES:
+            row = measure_demo(cache_type)
+            print(
+                f"{cache_type:32s} {row['repro']:17.1f}  {row['outputs'] / 2**20:12.1f}  "
+                f"{row['with_cache'] / 2**20:20.1f}  {row['with_cache'] / row['outputs']:5.2f}"
+            )
+        return
     print("files    cache     dvc add (s)  status (s)  status, 1 changed (s)  add per 1000 (s)  disk / data")
     for count in args.files:
         for cache_type in ("hardlink", "copy"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,13 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ("synthesize", "sample", "copy", "preprocess", "split")
 
 
-def run(args, cwd, check=True, env=None, unset=()):
-    """Run a command in ``cwd`` with this interpreter's venv first on PATH; ``env`` adds variables."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVCLIVE_TEST": "false", "PYTHONUNBUFFERED": "1", **(env or {})}
+def command_env(extra=None, unset=()) -> dict[str, str]:
+    """The environment of a command: this interpreter's venv first on PATH (the stages' ``python``)."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVCLIVE_TEST": "false", "PYTHONUNBUFFERED": "1", **(extra or {})}
     for name in unset:
         env.pop(name, None)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    return env
+
+
+def run(args, cwd, check=True, env=None, unset=()):
+    """Run a command in ``cwd`` (see :func:`command_env`); ``env`` adds variables."""
+    result = subprocess.run(args, cwd=cwd, env=command_env(env, unset), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -56,6 +62,15 @@ def make_project(target: Path, overrides: dict) -> Path:
 def lock_hashes(project: Path, stages=DATA_STAGES) -> dict:
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     return {stage: [(out["path"], out.get("md5")) for out in lock[stage].get("outs", [])] for stage in stages}
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process started with ``start_new_session=True`` and everything it started, like a lost machine."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the whole group has already exited
+        pass
+    process.wait()
 
 
 def free_ports(count: int) -> list[int]:

@@ -3,8 +3,6 @@ the same outputs as an uninterrupted run."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +10,7 @@ import time
 import cv2
 import yaml
 
-from tests.project import dvc, make_project
+from tests.project import command_env, dvc, kill_group, make_project
 
 PARAMS = {
     "synthesize": {"patients": 40, "slices_per_series": 10, "image_size": 256, "duplicate_rows": 6},
@@ -31,9 +29,8 @@ def test_sigkilled_preprocess_is_finished_by_the_next_repro(tmp_path):
     project = make_project(tmp_path / "repo", PARAMS)
     dvc("repro", "copy", cwd=project)
     png_dir = project / "data/png"
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "preprocess"], cwd=project, env=env,
+        [sys.executable, "-m", "dvc", "repro", "preprocess"], cwd=project, env=command_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 120
@@ -43,8 +40,7 @@ def test_sigkilled_preprocess_is_finished_by_the_next_repro(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.01)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        kill_group(process)
 
     # Killed mid-way: some PNGs, each one complete; no metadata, no quarantine list, nothing in dvc.lock.
     written = list(png_dir.glob("ID_*.png"))

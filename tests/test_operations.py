@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.project import dvc, free_ports, make_project, run
+from tests.project import command_env, dvc, free_ports, kill_group, make_project, run
 
 TINY_SINGLE = {
     "synthesize": {"patients": 16, "slices_per_series": 8, "image_size": 64, "duplicate_rows": 6},
@@ -43,21 +41,20 @@ def resumed_project(tmp_path_factory):
     """A project whose `dvc repro` was SIGKILLed after two training epochs and then rerun to the end."""
     project = make_project(tmp_path_factory.mktemp("work") / "repo", TINY_SINGLE)
     dvc("repro", "augment", cwd=project)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
-    log = open(project.parent / "killed.log", "w")
+    log_path = project.parent / "killed.log"
+    log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "dvc", "repro"], cwd=project, env=command_env(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.monotonic() + 300
     try:
         while _state(project).get("networks", {}).get("model", {}).get("epoch", 0) < 2:
-            assert process.poll() is None, "training ended before it could be killed"
+            assert process.poll() is None, "training ended before it could be killed:\n" + log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "no epoch finished within 300 s"
             time.sleep(0.2)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # dvc and the stage's python, like a lost machine
-        process.wait()
+        kill_group(process)  # dvc and the stage's python, like a lost machine
     killed_at = _state(project)["networks"]["model"]["epoch"]
     # DVC's own lock of the killed repro is stale; dvc repro notices and takes it over.
     result = dvc("repro", cwd=project)
@@ -91,6 +88,18 @@ def test_a_changed_param_does_not_resume_a_stale_state(resumed_project, tmp_path
     (tmp_path / "state/state.json").write_text(json.dumps({**state, "complete": False, "networks": {"model": {"epoch": 1}}}))
     assert ResumeStore(tmp_path / "state", state["fingerprint"]).resuming
     assert not ResumeStore(tmp_path / "state", "changed").resuming
+
+
+def test_stage_outputs_are_hardlinked_to_the_cache_not_copied(resumed_project):
+    # With reflink (or copy) anywhere in cache.type, DVC leaves a pipeline's outputs as copies of their
+    # cache files on ext4 (treeverse/dvc#10549): the committed `hardlink,symlink` links them.
+    project, _, _ = resumed_project
+    cached = {(path.stat().st_dev, path.stat().st_ino) for path in (project / ".dvc/cache").rglob("*") if path.is_file()}
+    for folder in ("data/synthetic", "data/dicom", "data/png", "data/augmented", "models"):
+        files = [path for path in (project / folder).rglob("*") if path.is_file()]
+        assert files, folder
+        unlinked = [path for path in files if (path.stat().st_dev, path.stat().st_ino) not in cached]
+        assert not unlinked, f"{len(unlinked)} of {len(files)} files in {folder} are copies, e.g. {unlinked[0]}"
 
 
 def test_push_then_pull_into_a_second_clone_restores_every_file(resumed_project):
