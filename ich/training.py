@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -27,6 +29,7 @@ __all__ = [
     "Phase",
     "plan_phases",
     "fit_phases",
+    "AtomicModelCheckpoint",
 ]
 
 logger = logging.getLogger("ich")
@@ -123,8 +126,6 @@ def _nested_reduce(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
 
 
 def _has_chief() -> bool:
-    import json
-
     cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
     return bool(cluster.get("chief"))
 
@@ -213,6 +214,25 @@ def plan_phases(
     return phases + [Phase("finetune", epochs, finetune_learning_rate, True)]
 
 
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` (per epoch) whose file at ``filepath`` is always a complete model.
+
+    Keras writes the ``.keras`` archive in place, so a run killed during the write would leave a truncated
+    best checkpoint for the resumed run to trip over. Here Keras writes a hidden sibling and it is renamed
+    over ``filepath`` (``os.replace``) once complete.
+    """
+
+    def __init__(self, filepath: str | os.PathLike, **kwargs):
+        self.final_path = Path(filepath)
+        super().__init__(str(self.final_path.with_name(f".{self.final_path.stem}.partial.keras")), **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        Path(self.filepath).unlink(missing_ok=True)  # left by a run killed mid-write
+        super().on_epoch_end(epoch, logs)
+        if os.path.exists(self.filepath):
+            os.replace(self.filepath, self.final_path)
+
+
 def _metrics(label_names: Sequence[str]) -> list[keras.metrics.Metric]:
     metrics: list[keras.metrics.Metric] = [
         keras.metrics.AUC(multi_label=len(label_names) > 1, num_labels=len(label_names) if len(label_names) > 1 else None, name="auc")
@@ -267,7 +287,7 @@ def fit_phases(
     if phase_finished:
         start_phase, phase_start = start_phase + 1, epoch_done
     best_so_far = stored.get("checkpoint_best")
-    checkpoint = keras.callbacks.ModelCheckpoint(
+    checkpoint = AtomicModelCheckpoint(
         checkpoint_path, monitor="val_auc", mode="max", save_best_only=True, verbose=0,
         initial_value_threshold=best_so_far,
     )

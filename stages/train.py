@@ -151,6 +151,8 @@ def main() -> None:
         write_json(card, output / MODEL_CARD)
         live.log_params({"thresholds": thresholds})
     store.finish()
+    if not runtime.is_chief:
+        shutil.rmtree(root, ignore_errors=True)
     logger.info("train: %s saved to %s (%s)", model_params.arch, MODEL_DIR, ", ".join(files.values()))
 
 

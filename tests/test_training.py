@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from dvclive import Live  # noqa: E402
 
 from ich.data import make_dataset  # noqa: E402
 from ich.training import (  # noqa: E402
+    AtomicModelCheckpoint,
     LabelAUC,
     WeightedBinaryCrossentropy,
     fit_phases,
@@ -64,14 +66,27 @@ def _tiny_dataset(tmp_path, count=16):
     return paths, np.array(labels, dtype=np.float32)
 
 
-def test_fit_phases_logs_every_epoch_of_every_phase_to_dvclive(tmp_path, monkeypatch):
-    from ich.models import build_single
+def _tiny_backbone_model(augment=False, dropout=0.0):
+    """A model shaped like ours (online augmentation, a backbone sub-model found by name, dropout, a head),
+    small enough to trace fast."""
+    from ich.models import _online_augmentation
 
+    layers = keras.layers
+    backbone = keras.Sequential(
+        [keras.Input((32, 32, 3)), layers.Conv2D(4, 3), layers.BatchNormalization(), layers.GlobalAveragePooling2D()],
+        name="efficientnetv2b0",
+    )
+    image = keras.Input((32, 32, 3))
+    features = layers.Dropout(dropout)(backbone(_online_augmentation(image, augment)))
+    return keras.Model(image, layers.Dense(2, activation="sigmoid", name="head")(features))
+
+
+def test_fit_phases_logs_every_epoch_of_every_phase_to_dvclive(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths, labels = _tiny_dataset(tmp_path)
     data = make_dataset(paths, labels, 32, 8, shuffle=True, seed=0)
     keras.utils.set_random_seed(0)
-    model = build_single("efficientnetv2b0", (32, 32, 3), 2, None, 0.0, "tiny")
+    model = _tiny_backbone_model()
     phases = plan_phases(True, 1, 1, 1e-3, 1e-4)  # frozen + finetune
     with Live("live", dvcyaml=False, save_dvc_exp=False) as live:
         fit_phases(model, data, data, ["a", "b"], phases, WeightedBinaryCrossentropy([1.0, 1.0]),
@@ -84,24 +99,73 @@ def test_fit_phases_logs_every_epoch_of_every_phase_to_dvclive(tmp_path, monkeyp
     assert (tmp_path / "best.keras").exists()
 
 
-def test_same_seed_same_predictions(tmp_path):
+def test_a_frozen_phase_trains_the_head_only_and_keeps_batchnorm_statistics(tmp_path, monkeypatch):
+    from ich.training import Phase
+
+    monkeypatch.chdir(tmp_path)
+    paths, labels = _tiny_dataset(tmp_path)
+    data = make_dataset(paths, labels, 32, 8, shuffle=True, seed=0)
+    keras.utils.set_random_seed(0)
+    model = _tiny_backbone_model()
+    backbone_before = [weight.copy() for weight in model.get_layer("efficientnetv2b0").get_weights()]
+    head_before = model.get_layer("head").get_weights()[0].copy()
+    with Live("live", dvcyaml=False, save_dvc_exp=False) as live:
+        fit_phases(model, data, data, ["a", "b"], [Phase("frozen", 2, 1e-2, False)], WeightedBinaryCrossentropy([1.0, 1.0]),
+                   str(tmp_path / "best.keras"), live, "stage1", patience=3, jit_compile=False)
+    for after, before in zip(model.get_layer("efficientnetv2b0").get_weights(), backbone_before):
+        np.testing.assert_array_equal(after, before)  # kernels and BatchNormalization moving mean/variance
+    assert not np.array_equal(model.get_layer("head").get_weights()[0], head_before)
+
+
+def test_best_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    target = tmp_path / "best.keras"
+    checkpoint = AtomicModelCheckpoint(target, monitor="val_auc", mode="max", save_best_only=True, verbose=0)
+    checkpoint.set_model(model)
+    first = [weight.copy() for weight in model.get_weights()]
+    checkpoint.on_epoch_end(0, {"val_auc": 0.6})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.keras"]
+
+    def killed_mid_write(filepath, **kwargs):  # what a kill during Keras's zip write leaves behind
+        Path(filepath).write_bytes(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt
+
+    model.set_weights([weight + 1.0 for weight in first])
+    monkeypatch.setattr(model, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.on_epoch_end(1, {"val_auc": 0.7})
+    restored = keras.saving.load_model(target, compile=False, safe_mode=True)
+    for got, expected in zip(restored.get_weights(), first):
+        np.testing.assert_array_equal(got, expected)
+
+    monkeypatch.undo()  # the resumed run (best so far 0.6) saves normally and clears the half-written file
+    checkpoint = AtomicModelCheckpoint(
+        target, monitor="val_auc", mode="max", save_best_only=True, verbose=0, initial_value_threshold=0.6
+    )
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(1, {"val_auc": 0.7})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.keras"]
+    restored = keras.saving.load_model(target, compile=False, safe_mode=True)
+    np.testing.assert_array_equal(restored.get_weights()[0], first[0] + 1.0)
+
+
+def test_same_seed_same_predictions(tmp_path, monkeypatch):
+    """Op determinism on CPU through the pipeline's own training loop: shuffled input, online flips and shifts,
+    dropout, BatchNormalization, Adam with a cosine schedule. Same seed: identical predictions; another seed: not."""
     from ich.training import configure_runtime
 
+    monkeypatch.chdir(tmp_path)
     paths, labels = _tiny_dataset(tmp_path)
     results = []
-    for _ in range(2):
-        runtime = configure_runtime(seed=3, deterministic=True, mixed_precision="auto", jit_compile="auto", strategy="auto")
+    for run, seed in enumerate((3, 3, 4)):
+        runtime = configure_runtime(seed=seed, deterministic=True, mixed_precision="auto", jit_compile="auto", strategy="auto")
         assert not runtime.mixed_precision and runtime.gpus == 0
-        data = make_dataset(paths, labels, 32, 8, shuffle=True, seed=3)
-        model = keras.Sequential([
-            keras.Input((32, 32, 3)),
-            keras.layers.Conv2D(8, 3, activation="relu"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Dropout(0.3),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(2, activation="sigmoid"),
-        ])
-        model.compile(optimizer="adam", loss="binary_crossentropy")
-        model.fit(data, epochs=1, verbose=0)
-        results.append(model.predict(data.map(lambda x, y: x), verbose=0))
+        data = make_dataset(paths, labels, 32, 8, shuffle=True, seed=seed)
+        model = _tiny_backbone_model(augment=True, dropout=0.3)
+        with Live(f"live{run}", dvcyaml=False, save_dvc_exp=False) as live:
+            fit_phases(model, data, data, ["a", "b"], plan_phases(False, 0, 2, 1e-2, 1e-3),
+                       WeightedBinaryCrossentropy([1.0, 1.0]), str(tmp_path / f"best{run}.keras"), live, "model",
+                       patience=3, jit_compile=runtime.jit_compile, strategy=runtime.strategy)
+        results.append(model.predict(make_dataset(paths, labels, 32, 8, shuffle=False, seed=0).map(lambda x, y: x), verbose=0))
     np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], results[2])
