@@ -81,16 +81,24 @@ def _tiny_backbone_model(augment=False, dropout=0.0):
     return keras.Model(image, layers.Dense(2, activation="sigmoid", name="head")(features))
 
 
-def test_fit_phases_logs_every_epoch_of_every_phase_to_dvclive(tmp_path, monkeypatch):
+def _fit_tiny(model, data, phases, run="", prefix="stage1", **kwargs):
+    """``fit_phases`` on the tiny data set, logging to ``live{run}`` and checkpointing to ``best{run}.keras``."""
+    with Live(f"live{run}", dvcyaml=False, save_dvc_exp=False) as live:
+        fit_phases(model, data, data, ["a", "b"], phases, WeightedBinaryCrossentropy([1.0, 1.0]), f"best{run}.keras",
+                   live, prefix, patience=3, **{"jit_compile": False, **kwargs})
+
+
+@pytest.fixture()
+def tiny_data(tmp_path, monkeypatch):
+    """Images and labels of 16 random 32 px PNGs, with the working directory in ``tmp_path``."""
     monkeypatch.chdir(tmp_path)
-    paths, labels = _tiny_dataset(tmp_path)
-    data = make_dataset(paths, labels, 32, 8, shuffle=True, seed=0)
+    return _tiny_dataset(tmp_path)
+
+
+def test_fit_phases_logs_every_epoch_of_every_phase_to_dvclive(tmp_path, tiny_data):
+    data = make_dataset(*tiny_data, 32, 8, shuffle=True, seed=0)
     keras.utils.set_random_seed(0)
-    model = _tiny_backbone_model()
-    phases = plan_phases(True, 1, 1, 1e-3, 1e-4)  # frozen + finetune
-    with Live("live", dvcyaml=False, save_dvc_exp=False) as live:
-        fit_phases(model, data, data, ["a", "b"], phases, WeightedBinaryCrossentropy([1.0, 1.0]),
-                   str(tmp_path / "best.keras"), live, "stage1", patience=3, jit_compile=False)
+    _fit_tiny(_tiny_backbone_model(), data, plan_phases(True, 1, 1, 1e-3, 1e-4))  # frozen + finetune
     loss_rows = (tmp_path / "live/plots/metrics/stage1/train/loss.tsv").read_text().strip().splitlines()
     assert len(loss_rows) == 1 + 2  # header + one row per epoch of both phases
     assert (tmp_path / "live/plots/metrics/stage1/eval/auc_b.tsv").exists()
@@ -99,19 +107,15 @@ def test_fit_phases_logs_every_epoch_of_every_phase_to_dvclive(tmp_path, monkeyp
     assert (tmp_path / "best.keras").exists()
 
 
-def test_a_frozen_phase_trains_the_head_only_and_keeps_batchnorm_statistics(tmp_path, monkeypatch):
+def test_a_frozen_phase_trains_the_head_only_and_keeps_batchnorm_statistics(tiny_data):
     from ich.training import Phase
 
-    monkeypatch.chdir(tmp_path)
-    paths, labels = _tiny_dataset(tmp_path)
-    data = make_dataset(paths, labels, 32, 8, shuffle=True, seed=0)
+    data = make_dataset(*tiny_data, 32, 8, shuffle=True, seed=0)
     keras.utils.set_random_seed(0)
     model = _tiny_backbone_model()
     backbone_before = [weight.copy() for weight in model.get_layer("efficientnetv2b0").get_weights()]
     head_before = model.get_layer("head").get_weights()[0].copy()
-    with Live("live", dvcyaml=False, save_dvc_exp=False) as live:
-        fit_phases(model, data, data, ["a", "b"], [Phase("frozen", 2, 1e-2, False)], WeightedBinaryCrossentropy([1.0, 1.0]),
-                   str(tmp_path / "best.keras"), live, "stage1", patience=3, jit_compile=False)
+    _fit_tiny(model, data, [Phase("frozen", 2, 1e-2, False)])
     for after, before in zip(model.get_layer("efficientnetv2b0").get_weights(), backbone_before):
         np.testing.assert_array_equal(after, before)  # kernels and BatchNormalization moving mean/variance
     assert not np.array_equal(model.get_layer("head").get_weights()[0], head_before)
@@ -149,23 +153,18 @@ def test_best_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     np.testing.assert_array_equal(restored.get_weights()[0], first[0] + 1.0)
 
 
-def test_same_seed_same_predictions(tmp_path, monkeypatch):
+def test_same_seed_same_predictions(tiny_data):
     """Op determinism on CPU through the pipeline's own training loop: shuffled input, online flips and shifts,
     dropout, BatchNormalization, Adam with a cosine schedule. Same seed: identical predictions; another seed: not."""
     from ich.training import configure_runtime
 
-    monkeypatch.chdir(tmp_path)
-    paths, labels = _tiny_dataset(tmp_path)
     results = []
     for run, seed in enumerate((3, 3, 4)):
         runtime = configure_runtime(seed=seed, deterministic=True, mixed_precision="auto", jit_compile="auto", strategy="auto")
         assert not runtime.mixed_precision and runtime.gpus == 0
-        data = make_dataset(paths, labels, 32, 8, shuffle=True, seed=seed)
         model = _tiny_backbone_model(augment=True, dropout=0.3)
-        with Live(f"live{run}", dvcyaml=False, save_dvc_exp=False) as live:
-            fit_phases(model, data, data, ["a", "b"], plan_phases(False, 0, 2, 1e-2, 1e-3),
-                       WeightedBinaryCrossentropy([1.0, 1.0]), str(tmp_path / f"best{run}.keras"), live, "model",
-                       patience=3, jit_compile=runtime.jit_compile, strategy=runtime.strategy)
-        results.append(model.predict(make_dataset(paths, labels, 32, 8, shuffle=False, seed=0).map(lambda x, y: x), verbose=0))
+        _fit_tiny(model, make_dataset(*tiny_data, 32, 8, shuffle=True, seed=seed), plan_phases(False, 0, 2, 1e-2, 1e-3),
+                  run=str(run), prefix="model", jit_compile=runtime.jit_compile, strategy=runtime.strategy)
+        results.append(model.predict(make_dataset(*tiny_data, 32, 8, shuffle=False, seed=0).map(lambda x, y: x), verbose=0))
     np.testing.assert_array_equal(results[0], results[1])
     assert not np.array_equal(results[0], results[2])
