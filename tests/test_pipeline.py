@@ -156,3 +156,46 @@ def test_committed_lock_data_stage_hashes_reproduce_on_this_machine(tmp_path):
     for stage in stages:
         assert fresh[stage]["outs"] == expected[stage]["outs"], stage
         assert fresh[stage]["deps"] == expected[stage]["deps"], f"{stage}: code or inputs differ from the lock"
+
+
+def _ich_imports(path, everywhere: bool) -> set[str]:
+    """The ``ich`` modules a source file imports (at module level, or ``everywhere``), as repository paths."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree) if everywhere else tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ich":
+            names = [node.module] if node.module != "ich" else [f"ich.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.split(".")[0] == "ich"]
+        else:
+            continue
+        found.update(name.replace(".", "/") + ".py" for name in names)
+    return found
+
+
+def test_every_stage_depends_on_its_script_and_every_library_module_it_imports():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        script = stage["cmd"].split("-m ")[1].split()[0].replace(".", "/") + ".py"
+        needed, pending = {script}, [script]
+        while pending:  # and ich's own module-level imports (ich.params imports a stage's validators lazily)
+            path = pending.pop()
+            for module in _ich_imports(ROOT / path, everywhere=path == script) - needed:
+                needed.add(module)
+                pending.append(module)
+        deps = {dep if isinstance(dep, str) else next(iter(dep)) for dep in stage["deps"]}
+        assert needed <= deps, f"stage {name} does not list {sorted(needed - deps)} in its deps"
+
+
+def test_a_windowing_code_change_invalidates_preprocess_and_not_before(data_project):
+    windows = data_project / "ich/windows.py"
+    original = windows.read_text()
+    try:
+        windows.write_text(original + "\n# changed\n")
+        changed = json.loads(dvc("status", "--with-deps", "split", "--json", cwd=data_project).stdout)
+        assert set(changed) == {"preprocess"}, changed  # split follows once preprocess's outputs change
+    finally:
+        windows.write_text(original)
+    assert json.loads(dvc("status", "--with-deps", "split", "--json", cwd=data_project).stdout) == {}
