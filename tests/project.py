@@ -1,9 +1,9 @@
-"""Temporary DVC projects for end-to-end tests: a copy of the repository's source in a fresh git repo."""
+"""Helpers of the end-to-end tests: temporary DVC projects (a copy of the repository's source in a fresh git
+repo, made by :func:`benchmarks.pipeline.copy_repository`) and the commands run in them."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,22 +12,16 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.pipeline import ROOT, copy_repository, stage_env
+
+__all__ = ["ROOT", "DATA_STAGES", "copy_repository", "stage_env", "run", "dvc", "lock_hashes", "kill_group", "free_ports"]
+
 DATA_STAGES = ("synthesize", "sample", "copy", "preprocess", "split")
 
 
-def command_env(extra=None, unset=()) -> dict[str, str]:
-    """The environment of a command: this interpreter's venv first on PATH (the stages' ``python``)."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVCLIVE_TEST": "false", "PYTHONUNBUFFERED": "1", **(extra or {})}
-    for name in unset:
-        env.pop(name, None)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return env
-
-
 def run(args, cwd, check=True, env=None, unset=()):
-    """Run a command in ``cwd`` (see :func:`command_env`); ``env`` adds variables."""
-    result = subprocess.run(args, cwd=cwd, env=command_env(env, unset), capture_output=True, text=True)
+    """Run a command in ``cwd`` (see :func:`stage_env`); ``env`` adds variables."""
+    result = subprocess.run(args, cwd=cwd, env=stage_env(env, unset), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -35,28 +29,6 @@ def run(args, cwd, check=True, env=None, unset=()):
 
 def dvc(*args, cwd, check=True, env=None):
     return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check, env=env)
-
-
-def make_project(target: Path, overrides: dict) -> Path:
-    """Copy the repository's source (tracked and untracked, not ignored) into a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if not source.is_file() or name.startswith(("data/", "models/", "dvclive/", "plots/", "checkpoints/")) or name == "dvc.lock":
-            continue
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target / name)
-    params = yaml.safe_load((target / "params.yaml").read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
-    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], cwd=target)
-    run(["git", "add", "-A"], cwd=target)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], cwd=target)
-    return target
 
 
 def lock_hashes(project: Path, stages=DATA_STAGES) -> dict:

@@ -29,7 +29,7 @@ from ich.dicom import PSEUDONYM_KEY_ENV
 from ich.preprocess import process_many
 from ich.windows import compose_rgb
 from tests.helpers import write_long_csv
-from tests.project import dvc, make_project, run
+from tests.project import copy_repository, dvc, run
 
 IMAGE_SIZE = 64
 CORPUS = sorted(Path(name) for name in get_testdata_files() if Path(name).is_file())
@@ -256,7 +256,7 @@ def test_corpus_through_dvc_repro_preprocess_leaks_no_identifying_value(tmp_path
         ids[corpus_id(path)] = path
         (raw / f"{corpus_id(path)}.dcm").write_bytes(path.read_bytes())
     write_long_csv(tmp_path / "labels.csv", {image_id: {} for image_id in ids})
-    project = make_project(
+    project = copy_repository(
         tmp_path / "repo",
         {
             "data": {"labels_csv": str(tmp_path / "labels.csv"), "dicom_dir": str(raw)},
@@ -294,7 +294,7 @@ def test_corpus_through_dvc_repro_preprocess_leaks_no_identifying_value(tmp_path
 
 
 def test_pseudonymize_without_a_key_stops_with_a_clear_error(tmp_path):
-    project = make_project(tmp_path, {"preprocess": {"pseudonymize_ids": True}})
+    project = copy_repository(tmp_path, {"preprocess": {"pseudonymize_ids": True}})
     (project / "data").mkdir()
     (project / "data/sampled.csv").write_text("ID\n")
     result = run([sys.executable, "-m", "stages.preprocess"], cwd=project, check=False, unset=[PSEUDONYM_KEY_ENV])

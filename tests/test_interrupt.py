@@ -10,7 +10,7 @@ import time
 import cv2
 import yaml
 
-from tests.project import command_env, dvc, kill_group, make_project
+from tests.project import copy_repository, dvc, kill_group, stage_env
 
 PARAMS = {
     "synthesize": {"patients": 40, "slices_per_series": 10, "image_size": 256, "duplicate_rows": 6},
@@ -26,11 +26,11 @@ def _hashes(project):
 
 
 def test_sigkilled_preprocess_is_finished_by_the_next_repro(tmp_path):
-    project = make_project(tmp_path / "repo", PARAMS)
+    project = copy_repository(tmp_path / "repo", PARAMS)
     dvc("repro", "copy", cwd=project)
     png_dir = project / "data/png"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "preprocess"], cwd=project, env=command_env(),
+        [sys.executable, "-m", "dvc", "repro", "preprocess"], cwd=project, env=stage_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 120

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.project import command_env, dvc, free_ports, kill_group, make_project, run
+from tests.project import copy_repository, dvc, free_ports, kill_group, run, stage_env
 
 TINY_SINGLE = {
     "synthesize": {"patients": 16, "slices_per_series": 8, "image_size": 64, "duplicate_rows": 6},
@@ -39,12 +39,12 @@ def _tsv_steps(path: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def resumed_project(tmp_path_factory):
     """A project whose `dvc repro` was SIGKILLed after two training epochs and then rerun to the end."""
-    project = make_project(tmp_path_factory.mktemp("work") / "repo", TINY_SINGLE)
+    project = copy_repository(tmp_path_factory.mktemp("work") / "repo", TINY_SINGLE)
     dvc("repro", "augment", cwd=project)
     log_path = project.parent / "killed.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"], cwd=project, env=command_env(), stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "dvc", "repro"], cwd=project, env=stage_env(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.monotonic() + 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 
 import pandas as pd
@@ -10,7 +11,7 @@ import yaml
 
 from ich.labels import LABELS
 
-from tests.project import DATA_STAGES, ROOT, dvc, lock_hashes, make_project, run
+from tests.project import DATA_STAGES, ROOT, copy_repository, dvc, lock_hashes, run
 
 ROOT_LOCK = ROOT / "dvc.lock"
 
@@ -23,7 +24,7 @@ TINY_PARAMS = {
 
 @pytest.fixture(scope="module")
 def data_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
+    project = copy_repository(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
     dvc("repro", "split", cwd=project)
     return project
 
@@ -67,7 +68,7 @@ def test_second_repro_runs_nothing_and_seed_change_reruns_only_split(data_projec
 
 
 def test_rerun_from_scratch_reproduces_data_stage_hashes(data_project, tmp_path):
-    fresh = make_project(tmp_path, TINY_PARAMS)
+    fresh = copy_repository(tmp_path, TINY_PARAMS)
     params = yaml.safe_load((data_project / "params.yaml").read_text())
     (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc("repro", "split", cwd=fresh)
@@ -75,7 +76,7 @@ def test_rerun_from_scratch_reproduces_data_stage_hashes(data_project, tmp_path)
 
 
 def test_too_many_unusable_images_fail_with_a_clear_message(data_project, tmp_path):
-    project = make_project(tmp_path, {**TINY_PARAMS, "preprocess": {**TINY_PARAMS["preprocess"], "max_quarantine_fraction": 0.0}})
+    project = copy_repository(tmp_path, {**TINY_PARAMS, "preprocess": {**TINY_PARAMS["preprocess"], "max_quarantine_fraction": 0.0}})
     result = dvc("repro", "preprocess", cwd=project, check=False)
     assert result.returncode != 0
     assert "max_quarantine_fraction" in result.stderr + result.stdout
@@ -93,7 +94,7 @@ TINY_FULL = {
 
 @pytest.fixture(scope="module")
 def full_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("full"), TINY_FULL)
+    project = copy_repository(tmp_path_factory.mktemp("full"), TINY_FULL)
     dvc("repro", cwd=project)
     run(["git", "add", "-A"], cwd=project)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"], cwd=project)
@@ -149,7 +150,7 @@ def test_committed_lock_data_stage_hashes_reproduce_on_this_machine(tmp_path):
     """The dvc.lock in the repository was written on another machine: every data stage, run here from
     scratch on the committed params, gives the same output hashes bit for bit."""
     expected = yaml.safe_load(ROOT_LOCK.read_text())["stages"]
-    project = make_project(tmp_path, {})
+    project = copy_repository(tmp_path, {})
     stages = (*DATA_STAGES, "augment")
     dvc("repro", "augment", cwd=project)
     fresh = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
@@ -160,8 +161,6 @@ def test_committed_lock_data_stage_hashes_reproduce_on_this_machine(tmp_path):
 
 def _ich_imports(path, everywhere: bool) -> set[str]:
     """The ``ich`` modules a source file imports (at module level, or ``everywhere``), as repository paths."""
-    import ast
-
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree) if everywhere else tree.body:
