@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.pipeline import copy_repository, stage_env
+from harness.project import copy_repository, stage_env
 
 
 def _run(args: list[str], cwd: Path) -> float:

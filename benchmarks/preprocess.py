@@ -23,8 +23,9 @@ import pydicom
 from PIL import Image
 
 from ich.dicom import apply_rsna_fix, needs_rsna_fix
+from ich.params import SynthesizeParams
 from ich.preprocess import process_many
-from ich.synth import SynthConfig, generate
+from ich.synth import generate
 from ich.windows import DEFAULT_WINDOWS
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ich-bench-"))
     try:
         slices = 20
-        config = SynthConfig(
+        config = SynthesizeParams(
             patients=max(1, args.images // slices), slices_per_series=slices, image_size=args.dicom_size,
             corrupt_files=0, missing_files=0, duplicate_rows=0, invalid_id_images=0,
         )

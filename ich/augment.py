@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import albumentations as A
 import cv2
@@ -11,39 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ich.labels import SUBTYPES
+from ich.params import AugmentParams
 
-__all__ = ["AugmentParams", "build_pipeline", "plan_copies", "augmented_id"]
-
-
-@dataclass(frozen=True)
-class AugmentParams:
-    """The `augment` section of params.yaml (probabilities in [0, 1], limits in degrees or fractions)."""
-
-    seed: int
-    target_per_label: int
-    max_copies_per_image: int
-    hflip_p: float
-    vflip_p: float
-    rotate_limit: float
-    rotate_p: float
-    brightness_limit: float
-    contrast_limit: float
-    brightness_contrast_p: float
-    blur_limit: int
-    blur_p: float
-    elastic_alpha: float
-    elastic_sigma: float
-    elastic_p: float
-
-    def __post_init__(self) -> None:
-        for name in ("hflip_p", "vflip_p", "rotate_p", "brightness_contrast_p", "blur_p", "elastic_p"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"`augment.{name}` is a probability in [0, 1]. Received: {value}")
-        if self.target_per_label < 0 or self.max_copies_per_image < 0:
-            raise ValueError("`augment.target_per_label` and `augment.max_copies_per_image` must be >= 0")
-        if self.blur_limit < 3 or self.blur_limit % 2 == 0:
-            raise ValueError(f"`augment.blur_limit` must be an odd kernel size >= 3. Received: {self.blur_limit}")
+__all__ = ["build_pipeline", "plan_copies", "augmented_id"]
 
 
 def build_pipeline(params: AugmentParams) -> Callable[..., dict]:

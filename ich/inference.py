@@ -1,58 +1,53 @@
-"""Loading trained models (Keras safe mode) and predicting the six final probabilities."""
+"""Loading a trained model folder (Keras safe mode) and predicting the six final probabilities through its recipe."""
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ich import models as _models  # noqa: F401  (registers AttentionFusion for deserialisation)
-from ich import training as _training  # noqa: F401  (registers the loss and metric classes)
-from ich.evaluation import combine_cascade
-from ich.labels import LABELS
+from ich.model_card import read_model_card
+from ich.recipes import Recipe, get_recipe
 
-__all__ = ["MODEL_CARD", "LoadedModels", "load_models", "predict_probabilities"]
-
-#: The JSON beside the model files that says how to use them.
-MODEL_CARD = "model.json"
+__all__ = ["LoadedModel", "load_models"]
 
 
 @dataclass(frozen=True)
-class LoadedModels:
-    card: dict
+class LoadedModel:
+    """A model folder in memory: its card, the recipe that predicts with it and its networks by name."""
+
+    card: dict[str, Any]
+    recipe: Recipe
     networks: dict[str, keras.Model]
 
+    @property
+    def image_size(self) -> int:
+        return int(self.card["image_size"])
 
-def load_models(model_dir: str | Path) -> LoadedModels:
-    """Read ``model.json`` and its ``.keras`` files with ``safe_mode=True`` (no arbitrary code runs)."""
-    model_dir = Path(model_dir)
-    card = json.loads((model_dir / MODEL_CARD).read_text())
-    networks = {}
-    for role, filename in card["files"].items():
-        if Path(filename).name != filename or not filename.endswith(".keras"):
-            raise ValueError(f"{MODEL_CARD} names an unexpected model file: {filename!r}")
-        networks[role] = keras.saving.load_model(model_dir / filename, compile=False, safe_mode=True)
-    return LoadedModels(card=card, networks=networks)
+    def predict(self, images: tf.data.Dataset, combination: str = "product", gate_threshold: float = 0.5) -> np.ndarray:
+        """``(N, 6)`` float64 probabilities in :data:`ich.labels.LABELS` order (see :meth:`Recipe.predict`)."""
+        return self.recipe.predict(self.networks, images, combination, gate_threshold)
 
 
-def predict_probabilities(
-    loaded: LoadedModels, images: tf.data.Dataset, combination: str = "product", gate_threshold: float = 0.5
-) -> np.ndarray:
-    """``(N, 6)`` probabilities in :data:`LABELS` order for a dataset of ``(image, target)`` batches.
+def load_models(model_dir: str | os.PathLike) -> LoadedModel:
+    """Read ``model.json`` and its ``.keras`` files with ``safe_mode=True`` (no arbitrary code runs).
 
-    For the cascades, stage 1 gives P(any) and stage 2 P(subtype | hemorrhage); they are combined by
-    :func:`ich.evaluation.combine_cascade`.
+    Raises:
+        FileNotFoundError / ValueError: no card, or a card naming unexpected files.
+        RecipeError: the card's ``arch`` is not a registered recipe.
     """
-    only_images = images.map(lambda image, target: image)
-    if "stage1" in loaded.networks:
-        p_any = loaded.networks["stage1"].predict(only_images, verbose=0)
-        conditional = loaded.networks["stage2"].predict(only_images, verbose=0)
-        return combine_cascade(p_any, conditional, combination, gate_threshold)
-    probabilities = loaded.networks["model"].predict(only_images, verbose=0).astype(np.float64)
-    if probabilities.shape[1] != len(LABELS):
-        raise ValueError(f"Expected {len(LABELS)} outputs, got {probabilities.shape[1]}")
-    return probabilities
+    model_dir = Path(model_dir)
+    card = read_model_card(model_dir)
+    recipe = get_recipe(card["arch"])
+    if set(card["files"]) != set(recipe.networks):
+        raise ValueError(f"{model_dir}: recipe {recipe.name!r} needs networks {recipe.networks}, the card lists {sorted(card['files'])}")
+    networks = {
+        name: keras.saving.load_model(model_dir / filename, compile=False, safe_mode=True)
+        for name, filename in card["files"].items()
+    }
+    return LoadedModel(card=card, recipe=recipe, networks=networks)

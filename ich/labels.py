@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ich.errors import PipelineError
+
 __all__ = [
     "ANY",
     "SUBTYPES",
@@ -47,7 +49,7 @@ AUGMENTED_ID_PATTERN = re.compile(r"ID_[0-9a-f]+_aug[0-9]+")
 _MAX_ID_LENGTH = 64
 
 
-class LabelsCsvError(ValueError):
+class LabelsCsvError(PipelineError, ValueError):
     """The labels CSV cannot be used at all (wrong header, empty, unreadable)."""
 
 

@@ -1,4 +1,4 @@
-"""Model registry: EfficientNetV2 and ConvNeXt backbones, attention fusion, and the cascade.
+"""Networks: the EfficientNetV2 and ConvNeXt backbones, attention fusion, and the heads recipes put on them.
 
 Every model takes ``(H, W, 3)`` float32 images scaled to ``[0, 1]`` (the input pipeline's job) and
 applies its backbone's own ImageNet normalisation inside the graph, so saved models carry their
@@ -16,10 +16,10 @@ from keras import layers
 
 __all__ = [
     "BACKBONES",
-    "ARCHS",
     "backbone_names",
     "build_backbone",
     "AttentionFusion",
+    "LayerScale",
     "build_single",
     "build_subtype_fusion",
     "build_any_classifier",
@@ -38,13 +38,84 @@ class BackboneSpec:
     family: str  # "efficientnetv2" or "convnext"
 
 
-def _convnext_atto(**kwargs) -> keras.Model:
-    """ConvNeXt-Atto (depths 2-2-6-2, widths 40-80-160-320, the timm configuration; ~3.4 M parameters),
-    built with Keras's own ConvNeXt builder so its blocks are exactly those of ConvNeXtTiny.
-    No ImageNet weights exist for it in Keras: ``weights`` must be None or a local file."""
-    from keras.src.applications.convnext import ConvNeXt
+@keras.saving.register_keras_serializable(package="ich")
+class LayerScale(layers.Layer):
+    """ConvNeXt's per-channel residual scale ``x * gamma``, gamma starting at ``init_values``
+    (Touvron et al. 2021, arXiv:2103.17239)."""
 
-    return ConvNeXt(depths=[2, 2, 6, 2], projection_dims=[40, 80, 160, 320], name="convnext_atto", **kwargs)
+    def __init__(self, init_values: float, projection_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.init_values = init_values
+        self.projection_dim = projection_dim
+
+    def build(self, _):
+        self.gamma = self.add_weight(
+            shape=(self.projection_dim,), initializer=keras.initializers.Constant(self.init_values), trainable=True
+        )
+
+    def call(self, x):
+        return x * self.gamma
+
+    def get_config(self):
+        return {**super().get_config(), "init_values": self.init_values, "projection_dim": self.projection_dim}
+
+
+def _convnext_block(x, projection_dim: int, name: str):
+    """One ConvNeXt block (Liu et al. 2022): 7x7 depthwise conv, LayerNorm, 4x MLP with GELU, layer scale,
+    residual; without stochastic depth. The same layers and names as Keras's ConvNeXt blocks."""
+    inputs = x
+    x = layers.Conv2D(projection_dim, kernel_size=7, padding="same", groups=projection_dim, name=f"{name}_depthwise_conv")(x)
+    x = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_layernorm")(x)
+    x = layers.Dense(4 * projection_dim, name=f"{name}_pointwise_conv_1")(x)
+    x = layers.Activation("gelu", name=f"{name}_gelu")(x)
+    x = layers.Dense(projection_dim, name=f"{name}_pointwise_conv_2")(x)
+    x = LayerScale(1e-6, projection_dim, name=f"{name}_layer_scale")(x)
+    return inputs + layers.Activation("linear", name=f"{name}_identity")(x)
+
+
+def _convnext_atto(
+    include_top: bool = False,
+    include_preprocessing: bool = False,
+    weights: str | None = None,
+    input_shape: Sequence[int] = (224, 224, 3),
+    pooling: str | None = "avg",
+) -> keras.Model:
+    """ConvNeXt-Atto (depths 2-2-6-2, widths 40-80-160-320, the timm configuration; ~3.4 M parameters):
+    Keras's ConvNeXt architecture (stem, downsampling, blocks, final LayerNorm) at that size, built from
+    public layers with the layer names of ``keras.applications.ConvNeXtTiny``. Takes the
+    keras.applications arguments the backbones here use; no ImageNet weights exist for it in Keras, so
+    ``weights`` must be None (a local weights file is loaded by :func:`build_backbone`)."""
+    if include_top or include_preprocessing or weights is not None or pooling != "avg":
+        raise ValueError("convnext_atto is built headless, unnormalised, average-pooled, from random weights")
+    name, depths, widths = "convnext_atto", (2, 2, 6, 2), (40, 80, 160, 320)
+    inputs = keras.Input(tuple(input_shape))
+    downsampling = [
+        keras.Sequential(
+            [
+                layers.Conv2D(widths[0], kernel_size=4, strides=4, name=f"{name}_stem_conv"),
+                layers.LayerNormalization(epsilon=1e-6, name=f"{name}_stem_layernorm"),
+            ],
+            name=f"{name}_stem",
+        )
+    ]
+    for index in range(3):
+        downsampling.append(
+            keras.Sequential(
+                [
+                    layers.LayerNormalization(epsilon=1e-6, name=f"{name}_downsampling_layernorm_{index}"),
+                    layers.Conv2D(widths[index + 1], kernel_size=2, strides=2, name=f"{name}_downsampling_conv_{index}"),
+                ],
+                name=f"{name}_downsampling_block_{index}",
+            )
+        )
+    x = inputs
+    for stage, (depth, width) in enumerate(zip(depths, widths)):
+        x = downsampling[stage](x)
+        for block in range(depth):
+            x = _convnext_block(x, width, f"{name}_stage_{stage}_block_{block}")
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.LayerNormalization(epsilon=1e-6)(x)
+    return keras.Model(inputs, x, name=name)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -61,10 +132,6 @@ BACKBONES: dict[str, BackboneSpec] = {
     "convnext_base": BackboneSpec(keras.applications.ConvNeXtBase, "convnext"),
     "convnext_large": BackboneSpec(keras.applications.ConvNeXtLarge, "convnext"),
 }
-
-#: ``model.arch`` choices. See the README's "Models" section.
-ARCHS: tuple[str, ...] = ("cascade", "cascade_warmstart", "efficientnetv2", "convnext")
-
 
 def backbone_names(family: str | None = None) -> list[str]:
     """Registered backbone names, optionally of one family."""

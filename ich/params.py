@@ -1,35 +1,50 @@
-"""Typed, validated sections of ``params.yaml``: unknown or missing keys are errors that name the key."""
+"""Typed, validated sections of ``params.yaml`` (pydantic v2): unknown, missing or mistyped keys are errors
+that name the key, as ``preprocess.image_size``.
+
+Every section is a frozen model with ``extra="forbid"``; :func:`section` loads one section and turns
+pydantic's errors into one :class:`ParamsError` naming each offending key, what was expected and what was
+received. Stages pass plain values from these objects down to the library.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ich.errors import PipelineError
 
 __all__ = [
     "ParamsError",
     "load_params",
     "section",
     "DataParams",
+    "SynthesizeParams",
     "SampleParams",
     "CopyParams",
+    "WindowParams",
     "PreprocessParams",
     "SplitParams",
+    "AugmentParams",
     "ModelParams",
     "TrainParams",
     "EvaluateParams",
 ]
 
-T = TypeVar("T")
 
-
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """``params.yaml`` does not match what a stage expects."""
+
+
+class _Section(BaseModel):
+    """A section of params.yaml: every key known, typed strictly (no "3" for 3, no 1 for true)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+Section = TypeVar("Section", bound=_Section)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -44,192 +59,220 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return params
 
 
-def _check_type(name: str, value: Any, annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(name, value, option)
-            except ParamsError as error:
-                errors.append(str(error))
-        raise ParamsError(errors[0] if errors else f"`{name}` has an invalid value: {value!r}")
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if annotation in (str, bool, list, dict) and isinstance(value, annotation):
-        return value
-    if origin in (list, tuple) and isinstance(value, list):
-        return tuple(value) if origin is tuple else value
-    if (origin is dict or annotation is dict) and isinstance(value, dict):
-        return value
-    if annotation is Any:
-        return value
-    expected = getattr(annotation, "__name__", str(annotation))
-    raise ParamsError(f"`{name}` must be of type {expected}. Received: {value!r}")
+def _describe(name: str, error: dict[str, Any]) -> str:
+    key = ".".join([name, *(str(part) for part in error["loc"])])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key `{key}`"
+    if error["type"] == "missing":
+        return f"missing key `{key}`"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"`{key}`: {message}" + (f". Received: {error['input']!r}" if error["loc"] else "")
 
 
-def section(params: dict[str, Any], name: str, cls: type[T]) -> T:
-    """Build dataclass ``cls`` from ``params[name]``, rejecting unknown, missing or mistyped keys."""
+def section(params: dict[str, Any], name: str, cls: type[Section]) -> Section:
+    """Build model ``cls`` from ``params[name]``; every key of ``cls`` must be present in the file.
+
+    Raises:
+        ParamsError: naming each unknown, missing, mistyped or out-of-range key.
+    """
     raw = params.get(name)
     if not isinstance(raw, dict):
         raise ParamsError(f"params.yaml needs a `{name}:` section (a mapping). Received: {raw!r}")
-    fields = {field.name: field for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ParamsError(
-            f"Unknown key(s) in `{name}`: {', '.join(unknown)}. Expected: {', '.join(fields)}."
-        )
-    missing = sorted(set(fields) - set(raw))
-    if missing:
-        raise ParamsError(f"Missing key(s) in `{name}`: {', '.join(f'{name}.{key}' for key in missing)}.")
-    hints = typing.get_type_hints(cls)
-    values = {key: _check_type(f"{name}.{key}", raw[key], hints[key]) for key in fields}
+    fields = list(cls.model_fields)
+    # Defaults serve code that builds a section directly; the params file must spell out every key.
+    problems = [f"missing key `{name}.{key}`" for key in fields if key not in raw]
     try:
-        return cls(**values)
-    except ValueError as error:
-        raise ParamsError(f"Invalid `{name}` params: {error}") from error
+        loaded = cls.model_validate(raw)
+    except ValidationError as error:
+        problems += [
+            _describe(name, item) for item in error.errors() if item["type"] != "missing" or len(item["loc"]) > 1
+        ]
+    if problems:
+        keys = any(problem.startswith(("unknown", "missing")) for problem in problems)
+        hint = f" Expected keys: {', '.join(fields)}." if keys else ""
+        raise ParamsError(f"Invalid `{name}` params: {'; '.join(problems)}.{hint}")
+    return loaded
 
 
-@dataclass(frozen=True)
-class DataParams:
+Fraction = Field(ge=0.0, le=1.0)
+
+
+class DataParams(_Section):
     """Where the RSNA-layout source lives: the long labels CSV and the folder of ``<ID>.dcm``."""
 
     labels_csv: str
     dicom_dir: str
 
 
-@dataclass(frozen=True)
-class SampleParams:
-    per_label: int
+class SynthesizeParams(_Section):
+    """`synthesize`: sizes and quirks of the synthetic set. Fractions are of series; counts are absolute."""
+
+    seed: int = 2019
+    patients: int = Field(100, ge=1)
+    slices_per_series: int = Field(20, ge=3)
+    image_size: int = Field(256, ge=32)
+    second_study_fraction: float = Field(0.15, ge=0.0, le=1.0)
+    hemorrhage_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    subtype_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "epidural": 0.07, "intraparenchymal": 0.24, "intraventricular": 0.18, "subarachnoid": 0.25, "subdural": 0.26,
+        }
+    )
+    wrapped_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    nonsquare_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    multivalued_window_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    corrupt_files: int = Field(1, ge=0)
+    missing_files: int = Field(1, ge=0)
+    duplicate_rows: int = Field(30, ge=0)
+    invalid_id_images: int = Field(1, ge=0)
+
+    @field_validator("subtype_weights")
+    @classmethod
+    def _known_subtypes(cls, weights: dict[str, float]) -> dict[str, float]:
+        from ich.labels import SUBTYPES
+
+        unknown = sorted(set(weights) - set(SUBTYPES))
+        if unknown:
+            raise ValueError(f"unknown subtypes {unknown}; expected some of {', '.join(SUBTYPES)}")
+        if any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError("weights must be >= 0 and not all 0")
+        return weights
+
+
+class SampleParams(_Section):
+    per_label: int = Field(gt=0)
     seed: int
 
-    def __post_init__(self) -> None:
-        if self.per_label <= 0:
-            raise ValueError(f"`sample.per_label` must be > 0. Received: {self.per_label}")
+
+class CopyParams(_Section):
+    workers: int = Field(gt=0)
 
 
-@dataclass(frozen=True)
-class CopyParams:
-    workers: int
+class WindowParams(_Section):
+    """One display window of ``preprocess.windows`` (center/width in HU)."""
 
-    def __post_init__(self) -> None:
-        if self.workers <= 0:
-            raise ValueError(f"`copy.workers` must be > 0. Received: {self.workers}")
+    name: str
+    center: float
+    width: float = Field(gt=0)
 
 
-@dataclass(frozen=True)
-class PreprocessParams:
-    image_size: int
-    windows: list
-    max_quarantine_fraction: float
-    workers: int
+class PreprocessParams(_Section):
+    image_size: int = Field(ge=16, le=2048)
+    windows: tuple[WindowParams, WindowParams, WindowParams]
+    max_quarantine_fraction: float = Field(ge=0.0, le=1.0)
+    workers: int = Field(ge=0)  # 0 = all cores
     pseudonymize_ids: bool
 
-    def __post_init__(self) -> None:
-        if not 16 <= self.image_size <= 2048:
-            raise ValueError(f"`preprocess.image_size` must be in [16, 2048]. Received: {self.image_size}")
-        if not 0.0 <= self.max_quarantine_fraction <= 1.0:
-            raise ValueError(
-                f"`preprocess.max_quarantine_fraction` must be in [0, 1]. Received: {self.max_quarantine_fraction}"
-            )
-        if self.workers < 0:
-            raise ValueError(f"`preprocess.workers` must be >= 0 (0 = all cores). Received: {self.workers}")
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _three_windows(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            raise ValueError("must list exactly three windows (red, green, blue), each {name, center, width}")
+        return tuple(value)
+
+    def window_dicts(self) -> list[dict[str, Any]]:
+        """``preprocess.windows`` as plain dicts (R, G, B order), as params.yaml writes them."""
+        return [window.model_dump() for window in self.windows]
 
 
-@dataclass(frozen=True)
-class SplitParams:
+class SplitParams(_Section):
     seed: int
-    train_fraction: float
-    val_fraction: float
-    test_fraction: float
+    train_fraction: float = Fraction
+    val_fraction: float = Fraction
+    test_fraction: float = Fraction
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitParams:
         fractions = (self.train_fraction, self.val_fraction, self.test_fraction)
-        if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-            raise ValueError(
-                "`split.train_fraction`, `val_fraction` and `test_fraction` must be >= 0 and sum to 1. "
-                f"Received: {fractions}"
-            )
+        if abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(f"train_fraction, val_fraction and test_fraction must sum to 1. Received: {fractions}")
+        return self
 
 
-@dataclass(frozen=True)
-class ModelParams:
-    """`model`: which architecture, which backbones, which starting weights."""
+class AugmentParams(_Section):
+    """`augment`: probabilities in [0, 1], limits in degrees or fractions."""
+
+    seed: int
+    target_per_label: int = Field(ge=0)
+    max_copies_per_image: int = Field(ge=0)
+    hflip_p: float = Fraction
+    vflip_p: float = Fraction
+    rotate_limit: float
+    rotate_p: float = Fraction
+    brightness_limit: float
+    contrast_limit: float
+    brightness_contrast_p: float = Fraction
+    blur_limit: int
+    blur_p: float = Fraction
+    elastic_alpha: float
+    elastic_sigma: float
+    elastic_p: float = Fraction
+
+    @field_validator("blur_limit")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value < 3 or value % 2 == 0:
+            raise ValueError("must be an odd kernel size >= 3")
+        return value
+
+
+class ModelParams(_Section):
+    """`model`: which recipe (``arch``), which backbones, which starting weights."""
 
     arch: str
     efficientnet: str
     convnext: str
     weights: str | None
-    dropout: float
-    fusion_units: int
+    dropout: float = Field(ge=0.0, lt=1.0)
+    fusion_units: int = Field(ge=2)
     online_augmentation: bool
 
-    def __post_init__(self) -> None:
-        from ich.models import ARCHS, backbone_names
+    @field_validator("arch")
+    @classmethod
+    def _registered_recipe(cls, value: str) -> str:
+        from ich.recipes import recipe_names  # imports Keras: only the stages that build models pay for it
 
-        if self.arch not in ARCHS:
-            raise ValueError(f"`model.arch` must be one of {', '.join(ARCHS)}. Received: {self.arch!r}")
-        if self.efficientnet not in backbone_names("efficientnetv2"):
-            raise ValueError(
-                f"`model.efficientnet` must be one of {', '.join(backbone_names('efficientnetv2'))}. "
-                f"Received: {self.efficientnet!r}"
-            )
-        if self.convnext not in backbone_names("convnext"):
-            raise ValueError(
-                f"`model.convnext` must be one of {', '.join(backbone_names('convnext'))}. Received: {self.convnext!r}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"`model.dropout` must be in [0, 1). Received: {self.dropout}")
+        if value not in recipe_names():
+            raise ValueError(f"must be one of {', '.join(recipe_names())}")
+        return value
+
+    @field_validator("efficientnet", "convnext")
+    @classmethod
+    def _registered_backbone(cls, value: str, info) -> str:
+        from ich.models import backbone_names
+
+        family = "efficientnetv2" if info.field_name == "efficientnet" else "convnext"
+        if value not in backbone_names(family):
+            raise ValueError(f"must be one of {', '.join(backbone_names(family))}")
+        return value
 
 
-@dataclass(frozen=True)
-class TrainParams:
+Switch = Literal["auto"] | bool
+
+
+class TrainParams(_Section):
     """`train`: epochs, batch, learning rates, imbalance handling and the runtime switches."""
 
     seed: int
-    epochs: int
-    head_epochs: int
-    batch_size: int
-    learning_rate: float
-    finetune_learning_rate: float
-    early_stopping_patience: int
+    epochs: int = Field(ge=1)
+    head_epochs: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    finetune_learning_rate: float = Field(gt=0)
+    early_stopping_patience: int = Field(ge=1)
     positive_weights: bool
-    max_positive_weight: float
-    mixed_precision: str | bool
-    jit_compile: str | bool
-    strategy: str
+    max_positive_weight: float = Field(ge=1.0)
+    mixed_precision: Switch
+    jit_compile: Switch
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"]
     deterministic: bool
     cache_images: bool
 
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"`train.epochs` and `train.batch_size` must be >= 1. Received: {self.epochs}, {self.batch_size}")
-        if self.head_epochs < 0 or self.early_stopping_patience < 1:
-            raise ValueError("`train.head_epochs` must be >= 0 and `train.early_stopping_patience` >= 1")
-        if self.learning_rate <= 0 or self.finetune_learning_rate <= 0:
-            raise ValueError("`train.learning_rate` and `train.finetune_learning_rate` must be > 0")
 
-
-@dataclass(frozen=True)
-class EvaluateParams:
+class EvaluateParams(_Section):
     """`evaluate`: how the cascade's stages combine and the decision threshold."""
 
-    combination: str
-    gate_threshold: float
-    threshold: float
-    montage_images: int
-
-    def __post_init__(self) -> None:
-        from ich.evaluation import COMBINATIONS
-
-        if self.combination not in COMBINATIONS:
-            raise ValueError(f"`evaluate.combination` must be one of {', '.join(COMBINATIONS)}. Received: {self.combination!r}")
-        if not (0 < self.threshold < 1 and 0 < self.gate_threshold < 1):
-            raise ValueError("`evaluate.threshold` and `evaluate.gate_threshold` must be in (0, 1)")
+    combination: Literal["product", "gate"]
+    gate_threshold: float = Field(gt=0.0, lt=1.0)
+    threshold: float = Field(gt=0.0, lt=1.0)
+    montage_images: int = Field(ge=0)

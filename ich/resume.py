@@ -7,39 +7,86 @@ and the callbacks' state (best validation AUC so far, early-stopping counter, dv
 atomically. ``state.json`` names the snapshot; a snapshot is written before the state that points to it, so
 a kill at any instant leaves a consistent pair.
 
-A snapshot is only used when its *fingerprint* (the params and input tables that shape training) matches
-the current run; anything else starts from scratch. After a run finishes, the snapshots are deleted and
+A snapshot is only used when its *fingerprint* matches the current run: :func:`stage_fingerprint` hashes
+the values of the stage's params and the content of every one of its DVC ``deps`` (the images, the
+tables, the code), so a run over other data, params or code starts from scratch. After a run finishes, the snapshots are deleted and
 ``state.json`` records the completed fingerprint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+import yaml
 
+from dvclive import Live
 from ich.files import atomic_open, atomic_write_text
 
-__all__ = ["fingerprint", "ResumeStore", "ResumeCallback", "ResumableEarlyStopping", "trim_live_history"]
+__all__ = ["stage_fingerprint", "resumed_live", "ResumeStore", "ResumeCallback", "ResumableEarlyStopping", "trim_live_history"]
 
 logger = logging.getLogger("ich")
 
 STATE_FILE = "state.json"
 
 
-def fingerprint(params: Mapping[str, Any], files: Iterable[str | os.PathLike]) -> str:
-    """SHA-256 of the params (as canonical JSON) and of the bytes of ``files`` (the input tables)."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode("utf-8"))
-    for path in files:
-        digest.update(str(path).encode("utf-8") + b"\0")
-        digest.update(Path(path).read_bytes())
+_INTERPOLATION = re.compile(r"\$\{\s*([\w.]+)\s*\}")
+
+
+def _param(params: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise KeyError(f"params.yaml has no `{dotted}`")
+        value = value[part]
+    return value
+
+
+def _hash_path(digest: Any, path: Path, root: Path) -> None:
+    """Feed a file's bytes, or every file of a folder tree (sorted, with relative names), into ``digest``."""
+    files = sorted(item for item in path.rglob("*") if item.is_file()) if path.is_dir() else [path]
+    for item in files:
+        digest.update(item.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        with item.open("rb") as stream:
+            digest.update(hashlib.file_digest(stream, "sha256").digest())
+
+
+def stage_fingerprint(stage: str, root: str | os.PathLike = ".", params_file: str = "params.yaml") -> str:
+    """SHA-256 of what shaped a DVC stage's run: the values of its ``params`` and the content of each of its
+    ``deps`` (files, and folders file by file), as ``dvc.yaml`` declares them.
+
+    So new images with unchanged tables (say, after a windowing change) or a changed line of code give
+    another fingerprint. ``${param}`` in a dep path is filled in from ``params_file``.
+
+    Raises:
+        KeyError: the stage, or a param it names, is not defined.
+        FileNotFoundError: a dep does not exist (run the upstream stages first).
+    """
+    root = Path(root)
+    definition = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]
+    params = yaml.safe_load((root / params_file).read_text(encoding="utf-8")) or {}
+    names: list[str] = []
+    for entry in definition.get("params", []):
+        names.extend([entry] if isinstance(entry, str) else [key for keys in entry.values() for key in keys])
+    values = {name: _param(params, name) for name in names}
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode("utf-8"))
+    for entry in definition.get("deps", []):
+        dep = entry if isinstance(entry, str) else next(iter(entry))
+        dep = _INTERPOLATION.sub(lambda match: str(_param(params, match.group(1))), dep)
+        path = root / dep
+        if not path.exists():
+            raise FileNotFoundError(f"Stage {stage!r} depends on {dep!r}, which does not exist; run the stages before it.")
+        digest.update(b"\1" + dep.encode("utf-8") + b"\0")
+        _hash_path(digest, path, root)
     return digest.hexdigest()
 
 
@@ -48,7 +95,7 @@ class ResumeStore:
 
     Args:
         directory: the persist out (created if needed).
-        run_fingerprint: see :func:`fingerprint`; a stored state with another fingerprint is discarded.
+        run_fingerprint: see :func:`stage_fingerprint`; a stored state with another fingerprint is discarded.
         enabled: False writes nothing and never resumes (used by non-chief multi-worker processes).
     """
 
@@ -219,3 +266,16 @@ class ResumeCallback(keras.callbacks.Callback):
             "stopped": bool(self.model.stop_training),
         }
         self.store.save_epoch(self.name, self.model, progress, self.live.step)
+
+
+@contextlib.contextmanager
+def resumed_live(directory: str | os.PathLike, store: ResumeStore) -> Iterator[Live]:
+    """The stage's dvclive run: a fresh one, or, when ``store`` resumes a killed run, that run continued at its
+    last snapshot's step (rows logged after the snapshot are dropped first)."""
+    step = store.live_step
+    if step is not None:
+        trim_live_history(directory, step)
+    with Live(str(directory), dvcyaml=False, save_dvc_exp=False, resume=step is not None) as live:
+        if step is not None:
+            live.step = step
+        yield live

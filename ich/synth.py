@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -27,54 +27,17 @@ import numpy as np
 import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 
 from ich.files import atomic_write_bytes, write_csv
 from ich.labels import ANY, RSNA_ROW_ORDER, SUBTYPES
+from ich.params import SynthesizeParams
 
-__all__ = ["SynthConfig", "Lesion", "render_slice", "generate"]
+__all__ = ["Lesion", "render_slice", "generate"]
 
 _SKULL_INNER = 0.92  # radius (in head units) of the inner table
 _SCALP_OUTER = 1.05
 _BLOOD_HU = (60.0, 90.0)
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Sizes and quirks of the synthetic set. Fractions are of series; counts are absolute."""
-
-    seed: int = 2019
-    patients: int = 100
-    slices_per_series: int = 20
-    image_size: int = 256
-    second_study_fraction: float = 0.15
-    hemorrhage_fraction: float = 0.5
-    subtype_weights: dict[str, float] = field(
-        default_factory=lambda: {
-            "epidural": 0.07,
-            "intraparenchymal": 0.24,
-            "intraventricular": 0.18,
-            "subarachnoid": 0.25,
-            "subdural": 0.26,
-        }
-    )
-    wrapped_fraction: float = 0.1
-    nonsquare_fraction: float = 0.1
-    multivalued_window_fraction: float = 0.3
-    corrupt_files: int = 1
-    missing_files: int = 1
-    duplicate_rows: int = 30
-    invalid_id_images: int = 1
-
-    def __post_init__(self) -> None:
-        if self.patients < 1 or self.slices_per_series < 3 or self.image_size < 32:
-            raise ValueError(
-                "`synthesize` needs patients >= 1, slices_per_series >= 3 and image_size >= 32. "
-                f"Received: {self.patients}, {self.slices_per_series}, {self.image_size}"
-            )
-        unknown = set(self.subtype_weights) - set(SUBTYPES)
-        if unknown:
-            raise ValueError(f"Unknown subtypes in `synthesize.subtype_weights`: {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -188,7 +151,7 @@ def render_slice(
     return hu, counts
 
 
-def _draw_lesions(rng: np.random.Generator, config: SynthConfig, slices: int) -> list[Lesion]:
+def _draw_lesions(rng: np.random.Generator, config: SynthesizeParams, slices: int) -> list[Lesion]:
     if rng.random() >= config.hemorrhage_fraction:
         return []
     names = list(config.subtype_weights)
@@ -294,7 +257,7 @@ def _dicom_bytes(
 
 
 
-def generate(config: SynthConfig, output_dir: str | Path) -> dict[str, int]:
+def generate(config: SynthesizeParams, output_dir: str | Path) -> dict[str, int]:
     """Write ``<output_dir>/stage_2_train/<ID>.dcm`` and ``<output_dir>/stage_2_train.csv``.
 
     Returns:
@@ -306,7 +269,7 @@ def generate(config: SynthConfig, output_dir: str | Path) -> dict[str, int]:
         return _generate(config, Path(output_dir))
 
 
-def _generate(config: SynthConfig, output_dir: Path) -> dict[str, int]:
+def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
     dicom_dir = output_dir / "stage_2_train"
     dicom_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)

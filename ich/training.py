@@ -1,30 +1,28 @@
-"""Training: runtime setup (seeds, precision, XLA, tf.distribute), weighted loss, per-label AUC, phases."""
+"""The shared phase loop every recipe trains through: :class:`Trainer`, :func:`fit_phases` and its callbacks."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
+import pandas as pd
 import tensorflow as tf
-from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 from dvclive.utils import standardize_metric_name
 
+from dvclive import Live
+from ich.data import label_matrix, make_dataset
+from ich.losses import WeightedBinaryCrossentropy, auc_metrics, positive_weights
 from ich.models import backbones_of
 from ich.resume import ResumableEarlyStopping, ResumeCallback, ResumeStore
+from ich.runtime import Runtime
 
 __all__ = [
-    "Runtime",
-    "configure_runtime",
-    "WeightedBinaryCrossentropy",
-    "LabelAUC",
-    "positive_weights",
+    "Trainer",
     "StageLiveCallback",
     "Phase",
     "plan_phases",
@@ -33,146 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("ich")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """What :func:`configure_runtime` decided: the strategy and the effective switches."""
-
-    strategy: tf.distribute.Strategy
-    mixed_precision: bool
-    jit_compile: bool
-    gpus: int
-    is_chief: bool = True  # False on the non-chief workers of a multi-worker run (they write no outputs)
-
-
-def _switch(value: str | bool, default: bool, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value == "auto":
-        return default
-    raise ValueError(f"`{name}` must be true, false or auto. Received: {value!r}")
-
-
-def configure_runtime(
-    seed: int,
-    deterministic: bool,
-    mixed_precision: str | bool,
-    jit_compile: str | bool,
-    strategy: str,
-) -> Runtime:
-    """Seed everything once, choose precision, XLA and the tf.distribute strategy.
-
-    ``auto`` turns mixed precision and XLA on only where a GPU is present, and picks
-    MirroredStrategy when there are several GPUs. ``multi_worker`` reads the cluster from ``TF_CONFIG``.
-    """
-    keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow seeds in one call
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    use_mixed = _switch(mixed_precision, gpus > 0, "train.mixed_precision")
-    keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
-    use_xla = _switch(jit_compile, gpus > 0, "train.jit_compile")
-    if strategy == "auto":
-        chosen = tf.distribute.MirroredStrategy() if gpus > 1 else tf.distribute.get_strategy()
-    elif strategy == "default":
-        chosen = tf.distribute.get_strategy()
-    elif strategy == "mirrored":
-        # All GPUs; without GPUs, every logical CPU device (one unless the CPU was split, as in the tests).
-        devices = None if gpus else [device.name for device in tf.config.list_logical_devices("CPU")]
-        chosen = tf.distribute.MirroredStrategy(devices=devices)
-    elif strategy == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("`train.strategy: multi_worker` needs the TF_CONFIG environment variable (see README).")
-        chosen = _nested_reduce(tf.distribute.MultiWorkerMirroredStrategy())
-    else:
-        raise ValueError(
-            f"`train.strategy` must be one of auto, default, mirrored, multi_worker. Received: {strategy!r}"
-        )
-    logger.info(
-        "runtime: %d GPU(s), strategy %s with %d replica(s), mixed precision %s, XLA %s",
-        gpus, type(chosen).__name__, chosen.num_replicas_in_sync, use_mixed, use_xla,
-    )
-    resolver = getattr(chosen, "cluster_resolver", None) if strategy == "multi_worker" else None
-    task_type = getattr(resolver, "task_type", None)
-    task_id = getattr(resolver, "task_id", 0) or 0
-    is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and not _has_chief())
-    return Runtime(strategy=chosen, mixed_precision=use_mixed, jit_compile=use_xla, gpus=gpus, is_chief=is_chief)
-
-
-def _nested_reduce(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
-    """Let ``strategy.reduce`` take a nested structure, as Keras 3's ``fit`` asks of it.
-
-    Keras 3 reduces one whole ``(images, labels)`` batch to build the model symbolically, and reduces
-    per-replica scalars (loss, metrics) with ``axis=0``; the collective all-reduce of
-    MultiWorkerMirroredStrategy takes one value at a time and fails on both (keras-team/keras#20585).
-    Reducing each element separately, and scalars across replicas only, is the intended operation.
-    """
-    reduce_one = strategy.reduce
-
-    def reduce_item(reduce_op, item, axis):
-        # Keras also asks for `axis=0` on per-replica scalars (loss, metrics): that is a reduction
-        # across replicas only, `axis=None`.
-        local = strategy.experimental_local_results(item)[0] if isinstance(item, tf.distribute.DistributedValues) else item
-        if axis is not None and getattr(getattr(local, "shape", None), "rank", None) == 0:
-            axis = None
-        return reduce_one(reduce_op, item, axis=axis)
-
-    def reduce(reduce_op, value, axis=None):
-        return tf.nest.map_structure(lambda item: reduce_item(reduce_op, item, axis), value)
-
-    strategy.reduce = reduce
-    return strategy
-
-
-def _has_chief() -> bool:
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    return bool(cluster.get("chief"))
-
-
-@keras.saving.register_keras_serializable(package="ich")
-class WeightedBinaryCrossentropy(keras.losses.Loss):
-    """Binary cross-entropy with a weight on each label's positive term (class imbalance).
-
-    ``loss = -mean_labels(w_l * y * log p + (1 - y) * log(1 - p))``; ``w_l = 1`` is plain BCE.
-    """
-
-    def __init__(self, positive_weights: Sequence[float], name: str = "weighted_bce", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.positive_weights = [float(weight) for weight in positive_weights]
-
-    def call(self, y_true, y_pred):
-        y_pred = keras.ops.clip(keras.ops.cast(y_pred, "float32"), 1e-7, 1.0 - 1e-7)
-        y_true = keras.ops.cast(y_true, "float32")
-        weights = keras.ops.convert_to_tensor(self.positive_weights, dtype="float32")
-        terms = weights * y_true * keras.ops.log(y_pred) + (1.0 - y_true) * keras.ops.log(1.0 - y_pred)
-        return -keras.ops.mean(terms, axis=-1)
-
-    def get_config(self):
-        return {**super().get_config(), "positive_weights": self.positive_weights}
-
-
-@keras.saving.register_keras_serializable(package="ich")
-class LabelAUC(keras.metrics.AUC):
-    """ROC AUC of one output column, so every label's AUC is logged each epoch."""
-
-    def __init__(self, index: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.index = index
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true[:, self.index], y_pred[:, self.index], sample_weight)
-
-    def get_config(self):
-        return {**super().get_config(), "index": self.index}
-
-
-def positive_weights(targets: np.ndarray, maximum: float) -> list[float]:
-    """Per-label ``negatives / positives``, clipped to ``[1, maximum]`` (1 where a label has no positive)."""
-    positives = targets.sum(axis=0)
-    negatives = len(targets) - positives
-    ratio = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
-    return np.clip(ratio, 1.0, maximum).round(4).tolist()
 
 
 class StageLiveCallback(DVCLiveCallback):
@@ -231,15 +89,6 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().on_epoch_end(epoch, logs)
         if os.path.exists(self.filepath):
             os.replace(self.filepath, self.final_path)
-
-
-def _metrics(label_names: Sequence[str]) -> list[keras.metrics.Metric]:
-    metrics: list[keras.metrics.Metric] = [
-        keras.metrics.AUC(multi_label=len(label_names) > 1, num_labels=len(label_names) if len(label_names) > 1 else None, name="auc")
-    ]
-    if len(label_names) > 1:
-        metrics += [LabelAUC(index, name=f"auc_{label}") for index, label in enumerate(label_names)]
-    return metrics
 
 
 def fit_phases(
@@ -307,7 +156,7 @@ def fit_phases(
             model.compile(
                 optimizer=keras.optimizers.Adam(schedule),
                 loss=loss,
-                metrics=_metrics(label_names),
+                metrics=auc_metrics(label_names),
                 jit_compile=jit_compile,
             )
             if stored and index == start_phase:
@@ -345,3 +194,86 @@ def fit_phases(
 def _load_best(model: keras.Model, checkpoint_path: str) -> None:
     best = keras.saving.load_model(checkpoint_path, compile=False, safe_mode=True)
     model.set_weights(best.get_weights())
+
+
+@dataclass
+class Trainer:
+    """What a recipe trains its networks through: the data, the runtime and the shared phase loop.
+
+    A recipe calls :meth:`fit` once per network, in order; each network gets its own class-weighted loss,
+    its own best checkpoint in the resume store and its own dvclive prefix (its ``name``), and all of
+    them share one ``Live`` run and one set of phases.
+
+    Args:
+        train: training images (the split plus its augmented copies) with a ``path`` column.
+        val: validation images with a ``path`` column.
+        image_size: side of the square input images in pixels.
+        batch_size: the global batch (per replica x replicas).
+        seed: shuffling seed of the input pipelines.
+        phases: from :func:`plan_phases`.
+        runtime: from :func:`ich.runtime.configure_runtime`.
+        live: the stage's dvclive run.
+        store: the resume store; best checkpoints are kept there until the run finishes.
+        use_positive_weights / max_positive_weight / patience / cache_images: the ``train.*`` switches.
+    """
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    image_size: int
+    batch_size: int
+    seed: int
+    phases: Sequence[Phase]
+    runtime: Runtime
+    live: Live
+    store: ResumeStore
+    use_positive_weights: bool = True
+    max_positive_weight: float = 10.0
+    patience: int = 4
+    cache_images: bool = True
+    #: The positive weights each network's loss used, by network name (recorded in the model card).
+    positive_weights: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 3)
+
+    def dataset(self, frame: pd.DataFrame, labels: Sequence[str], shuffle: bool, cache: bool | None = None) -> tf.data.Dataset:
+        """``frame``'s images and ``labels`` as a batched dataset (see :func:`ich.data.make_dataset`)."""
+        return make_dataset(
+            frame["path"].tolist(), label_matrix(frame, labels), self.image_size, self.batch_size, shuffle, self.seed,
+            self.cache_images if cache is None else cache,
+        )
+
+    def fit(
+        self,
+        name: str,
+        build: Callable[[], keras.Model],
+        labels: Sequence[str],
+        train: pd.DataFrame | None = None,
+        val: pd.DataFrame | None = None,
+    ) -> keras.Model:
+        """Build a network (inside the strategy's scope) and train it on ``labels`` through the phases.
+
+        Args:
+            name: the network's name: its checkpoint, its dvclive prefix, its file in the model folder.
+            build: returns the untrained network (called once, inside ``strategy.scope()``).
+            labels: the network's outputs, in order.
+            train, val: the images to use (default: all of :attr:`train` and :attr:`val`).
+
+        Returns:
+            The network with its best epoch's weights.
+        """
+        train = self.train if train is None else train
+        val = self.val if val is None else val
+        targets = label_matrix(train, labels)
+        weights = positive_weights(targets, self.max_positive_weight) if self.use_positive_weights else [1.0] * len(labels)
+        self.positive_weights[name] = weights
+        train_data = self.dataset(train, labels, shuffle=True)
+        val_data = self.dataset(val, labels, shuffle=False)
+        with self.runtime.strategy.scope():
+            model = build()
+        return fit_phases(
+            model, train_data, val_data, labels, self.phases, WeightedBinaryCrossentropy(weights),
+            str(self.store.best_checkpoint(name)), live=self.live, prefix=name, patience=self.patience,
+            jit_compile=self.runtime.jit_compile, strategy=self.runtime.strategy, resume=self.store,
+        )

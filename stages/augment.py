@@ -8,11 +8,11 @@ import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from ich.augment import AugmentParams, build_pipeline, plan_copies
-from ich.cli import StageError, run_stage
+from ich.augment import build_pipeline, plan_copies
+from ich.runner import StageError, run_stage
 from ich.files import atomic_write_bytes, image_path, prepare_output_dir, write_csv, write_json
 from ich.labels import SUBTYPES
-from ich.params import load_params, section
+from ich.params import AugmentParams, load_params, section
 from ich.preprocess import encode_png
 
 TRAIN = "data/split/train.csv"

@@ -9,7 +9,7 @@ from collections import Counter
 import pandas as pd
 from tqdm import tqdm
 
-from ich.cli import StageError, run_stage
+from ich.runner import StageError, run_stage
 from ich.dicom import METADATA_COLUMNS, MIN_KEY_LENGTH, PSEUDONYM_KEY_ENV, PSEUDONYMIZED_COLUMNS, pseudonym
 from ich.files import prepare_output_dir, write_csv, write_json
 from ich.params import PreprocessParams, load_params, section

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ich.cli import StageError, run_stage
 from ich.files import write_csv, write_json
 from ich.labels import LABELS, parse_long_csv, sample_balanced
 from ich.params import DataParams, SampleParams, load_params, section
+from ich.runner import StageError, run_stage
 
 SAMPLED = "data/sampled.csv"
 REJECTS = "data/sample_rejects.csv"

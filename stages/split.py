@@ -6,10 +6,10 @@ import logging
 
 import pandas as pd
 
-from ich.cli import StageError, run_stage
 from ich.files import write_csv, write_json
 from ich.labels import LABELS
 from ich.params import SplitParams, load_params, section
+from ich.runner import StageError, run_stage
 from ich.split import SPLITS, grouped_stratified_split
 
 SAMPLED = "data/sampled.csv"

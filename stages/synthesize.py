@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from ich.cli import run_stage
 from ich.files import prepare_output_dir, write_json
-from ich.params import load_params, section
-from ich.synth import SynthConfig, generate
+from ich.params import SynthesizeParams, load_params, section
+from ich.runner import run_stage
+from ich.synth import generate
 
 OUTPUT_DIR = "data/synthetic"
 METRICS = "metrics/synthesize.json"
 
 
 def main() -> None:
-    config = section(load_params(), "synthesize", SynthConfig)
+    config = section(load_params(), "synthesize", SynthesizeParams)
     output = prepare_output_dir(OUTPUT_DIR)
     counts = generate(config, output)
     write_json(counts, METRICS)

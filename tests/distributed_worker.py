@@ -22,7 +22,9 @@ def main() -> None:
     from dvclive import Live
 
     from ich.resume import ResumeStore
-    from ich.training import WeightedBinaryCrossentropy, configure_runtime, fit_phases, plan_phases
+    from ich.losses import WeightedBinaryCrossentropy
+    from ich.runtime import configure_runtime
+    from ich.training import fit_phases, plan_phases
 
     runtime = configure_runtime(7, True, False, False, strategy_name)
     rng = np.random.default_rng(0)

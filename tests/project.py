@@ -1,5 +1,5 @@
 """Helpers of the end-to-end tests: temporary DVC projects (a copy of the repository's source in a fresh git
-repo, made by :func:`benchmarks.pipeline.copy_repository`) and the commands run in them."""
+repo, made by :func:`harness.project.copy_repository`) and the commands run in them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.pipeline import ROOT, copy_repository, stage_env
+from harness.project import ROOT, copy_repository, stage_env
 
 __all__ = ["ROOT", "DATA_STAGES", "copy_repository", "stage_env", "run", "dvc", "lock_hashes", "kill_group", "free_ports"]
 

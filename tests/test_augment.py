@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.augment import AugmentParams, build_pipeline, plan_copies
+from ich.augment import build_pipeline, plan_copies
+from ich.params import AugmentParams
 from ich.labels import LABELS, is_valid_id
 
 PARAMS = dict(

@@ -78,16 +78,18 @@ def test_killed_training_resumes_from_its_last_finished_epoch(resumed_project):
     assert dvc("status", cwd=project).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
-def test_a_changed_param_does_not_resume_a_stale_state(resumed_project, tmp_path):
-    from ich.resume import ResumeStore
+def test_the_finished_run_recorded_the_fingerprint_of_its_stage_inputs(resumed_project, tmp_path):
+    from ich.resume import ResumeStore, stage_fingerprint
 
     project, _, _ = resumed_project
     state = _state(project)
-    store = ResumeStore(tmp_path / "state", "other", enabled=True)
-    assert not store.resuming and store.live_step is None
+    assert state["fingerprint"] == stage_fingerprint("train", root=project)
+    # An interrupted state of this fingerprint resumes; under any other fingerprint it is discarded.
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state/state.json").write_text(json.dumps({**state, "complete": False, "networks": {"model": {"epoch": 1}}}))
+    assert not ResumeStore(tmp_path / "state", "another fingerprint").resuming
     (tmp_path / "state/state.json").write_text(json.dumps({**state, "complete": False, "networks": {"model": {"epoch": 1}}}))
     assert ResumeStore(tmp_path / "state", state["fingerprint"]).resuming
-    assert not ResumeStore(tmp_path / "state", "changed").resuming
 
 
 def test_stage_outputs_are_hardlinked_to_the_cache_not_copied(resumed_project):

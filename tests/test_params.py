@@ -1,26 +1,66 @@
 import pytest
 
-from ich.params import ParamsError, PreprocessParams, SampleParams, SplitParams, load_params, section
+from ich.params import (
+    AugmentParams,
+    DataParams,
+    EvaluateParams,
+    ModelParams,
+    ParamsError,
+    PreprocessParams,
+    SampleParams,
+    SplitParams,
+    SynthesizeParams,
+    TrainParams,
+    load_params,
+    section,
+)
+
+SECTIONS = {
+    "data": DataParams, "synthesize": SynthesizeParams, "sample": SampleParams, "preprocess": PreprocessParams,
+    "split": SplitParams, "augment": AugmentParams, "model": ModelParams, "train": TrainParams, "evaluate": EvaluateParams,
+}
 
 
-def test_repository_params_load_into_every_section():
-    params = load_params("params.yaml")
-    assert section(params, "sample", SampleParams).per_label > 0
-    assert section(params, "preprocess", PreprocessParams).image_size > 0
-    assert section(params, "split", SplitParams).train_fraction == 0.8
+@pytest.mark.parametrize("params_file", ["params.yaml", "params-rsna.yaml"])
+def test_repository_params_load_into_every_section(params_file):
+    params = load_params(params_file)
+    loaded = {name: section(params, name, cls) for name, cls in SECTIONS.items()}
+    assert loaded["sample"].per_label > 0
+    assert [window.name for window in loaded["preprocess"].windows] == ["blood", "brain", "bone"]
+    assert loaded["preprocess"].window_dicts()[0] == {"name": "blood", "center": 80.0, "width": 200.0}
 
 
 def test_unknown_missing_and_mistyped_keys_name_the_key():
-    with pytest.raises(ParamsError, match="Unknown key.*per_lable"):
+    with pytest.raises(ParamsError, match="unknown key `sample.per_lable`.*Expected keys: per_label, seed"):
         section({"sample": {"per_label": 3, "seed": 1, "per_lable": 2}}, "sample", SampleParams)
-    with pytest.raises(ParamsError, match="sample.seed"):
+    with pytest.raises(ParamsError, match="missing key `sample.seed`"):
         section({"sample": {"per_label": 3}}, "sample", SampleParams)
-    with pytest.raises(ParamsError, match="sample.per_label.*int"):
+    with pytest.raises(ParamsError, match="`sample.per_label`: Input should be a valid integer.*'many'"):
         section({"sample": {"per_label": "many", "seed": 1}}, "sample", SampleParams)
+    with pytest.raises(ParamsError, match="`train.deterministic`: Input should be a valid boolean"):
+        params = load_params("params.yaml")
+        section({"train": {**params["train"], "deterministic": 1}}, "train", TrainParams)
     with pytest.raises(ParamsError, match="needs a `split:` section"):
         section({}, "split", SplitParams)
+    # A key with a default in code must still be written in the file.
+    with pytest.raises(ParamsError, match="missing key `synthesize.invalid_id_images`"):
+        synthesize = dict(load_params("params.yaml")["synthesize"])
+        del synthesize["invalid_id_images"]
+        section({"synthesize": synthesize}, "synthesize", SynthesizeParams)
 
 
-def test_value_checks():
+def test_value_checks_name_the_key_and_the_value():
     with pytest.raises(ParamsError, match="sum to 1"):
         section({"split": {"seed": 1, "train_fraction": 0.9, "val_fraction": 0.2, "test_fraction": 0.1}}, "split", SplitParams)
+    windows = [{"name": "blood", "center": 80, "width": 200}] * 2 + [{"name": "bone", "center": 600, "width": 0}]
+    preprocess = {**load_params("params.yaml")["preprocess"], "windows": windows}
+    with pytest.raises(ParamsError, match=r"`preprocess.windows.2.width`: Input should be greater than 0. Received: 0"):
+        section({"preprocess": preprocess}, "preprocess", PreprocessParams)
+    with pytest.raises(ParamsError, match="exactly three windows"):
+        section({"preprocess": {**preprocess, "windows": windows[:2]}}, "preprocess", PreprocessParams)
+    evaluate = {"combination": "sum", "gate_threshold": 0.5, "threshold": 1.5, "montage_images": 0}
+    with pytest.raises(ParamsError, match="`evaluate.combination`: Input should be 'product' or 'gate'.*`evaluate.threshold`"):
+        section({"evaluate": evaluate}, "evaluate", EvaluateParams)
+    model = {**load_params("params.yaml")["model"], "convnext": "convnext_huge"}
+    with pytest.raises(ParamsError, match="`model.convnext`: must be one of convnext_atto, convnext_tiny"):
+        section({"model": model}, "model", ModelParams)

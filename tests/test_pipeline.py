@@ -159,18 +159,28 @@ def test_committed_lock_data_stage_hashes_reproduce_on_this_machine(tmp_path):
         assert fresh[stage]["deps"] == expected[stage]["deps"], f"{stage}: code or inputs differ from the lock"
 
 
+def _module_file(module: str) -> str | None:
+    """The repository path of an ``ich`` module or package (``ich.recipes`` -> ``ich/recipes/__init__.py``)."""
+    path = module.replace(".", "/")
+    if (ROOT / path).is_dir():
+        return f"{path}/__init__.py"
+    return f"{path}.py" if (ROOT / f"{path}.py").is_file() else None
+
+
 def _ich_imports(path, everywhere: bool) -> set[str]:
-    """The ``ich`` modules a source file imports (at module level, or ``everywhere``), as repository paths."""
+    """The ``ich`` modules a source file imports (at module level, or ``everywhere``), as repository paths:
+    ``from ich.recipes import cascade`` is the package and its submodule."""
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree) if everywhere else tree.body:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ich":
-            names = [node.module] if node.module != "ich" else [f"ich.{alias.name}" for alias in node.names]
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names if alias.name.split(".")[0] == "ich"]
         else:
             continue
-        found.update(name.replace(".", "/") + ".py" for name in names)
+        found.update(filter(None, map(_module_file, names)))
+    found.discard("ich/__init__.py")
     return found
 
 

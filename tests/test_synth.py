@@ -5,7 +5,8 @@ import pandas as pd
 
 from ich.dicom import read_ct_slice, to_hounsfield
 from ich.labels import RSNA_ROW_ORDER, SUBTYPES, parse_long_csv
-from ich.synth import SynthConfig, generate
+from ich.params import SynthesizeParams
+from ich.synth import generate
 
 TINY = dict(patients=6, slices_per_series=8, image_size=64, duplicate_rows=4, hemorrhage_fraction=0.9)
 
@@ -19,14 +20,14 @@ def _digest(folder):
 
 
 def test_deterministic_by_seed(tmp_path):
-    generate(SynthConfig(seed=1, **TINY), tmp_path / "a")
-    generate(SynthConfig(seed=1, **TINY), tmp_path / "b")
-    generate(SynthConfig(seed=2, **TINY), tmp_path / "c")
+    generate(SynthesizeParams(seed=1, **TINY), tmp_path / "a")
+    generate(SynthesizeParams(seed=1, **TINY), tmp_path / "b")
+    generate(SynthesizeParams(seed=2, **TINY), tmp_path / "c")
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
 
 
 def test_rsna_layout_labels_and_quirks(tmp_path):
-    counts = generate(SynthConfig(seed=3, wrapped_fraction=0.5, **TINY), tmp_path)
+    counts = generate(SynthesizeParams(seed=3, wrapped_fraction=0.5, **TINY), tmp_path)
     csv = pd.read_csv(tmp_path / "stage_2_train.csv", dtype=str)
     assert list(csv.columns) == ["ID", "Label"]
     first_image = csv["ID"].iloc[:6].str.rpartition("_")

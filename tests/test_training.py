@@ -10,14 +10,8 @@ keras = pytest.importorskip("keras")
 from dvclive import Live  # noqa: E402
 
 from ich.data import make_dataset  # noqa: E402
-from ich.training import (  # noqa: E402
-    AtomicModelCheckpoint,
-    LabelAUC,
-    WeightedBinaryCrossentropy,
-    fit_phases,
-    plan_phases,
-    positive_weights,
-)
+from ich.losses import LabelAUC, WeightedBinaryCrossentropy, positive_weights  # noqa: E402
+from ich.training import AtomicModelCheckpoint, fit_phases, plan_phases  # noqa: E402
 
 
 def test_weighted_bce_by_hand_and_plain_when_weights_are_one():
@@ -156,7 +150,7 @@ def test_best_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_same_seed_same_predictions(tiny_data):
     """Op determinism on CPU through the pipeline's own training loop: shuffled input, online flips and shifts,
     dropout, BatchNormalization, Adam with a cosine schedule. Same seed: identical predictions; another seed: not."""
-    from ich.training import configure_runtime
+    from ich.runtime import configure_runtime
 
     results = []
     for run, seed in enumerate((3, 3, 4)):

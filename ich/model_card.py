@@ -1,0 +1,83 @@
+"""The model card: ``models/model.json``, which says how to load and use the networks beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ich.files import write_json
+from ich.labels import LABELS
+
+__all__ = ["MODEL_CARD", "model_card", "save_model_folder", "read_model_card"]
+
+#: The JSON beside the model files that says how to use them.
+MODEL_CARD = "model.json"
+
+
+def model_card(
+    arch: str,
+    described: Mapping[str, Any],
+    networks: Mapping[str, str],
+    image_size: int,
+    windows: list[dict[str, Any]],
+    weights: str | None,
+    thresholds: Mapping[str, float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Everything needed to load the networks and feed them images as training did.
+
+    Args:
+        arch: the recipe's name (``model.arch``), which finds the code that predicts with the networks.
+        described: what the recipe records about itself (:meth:`ich.recipes.Recipe.describe`).
+        networks: ``{network name: file name}`` of the ``.keras`` files beside the card.
+        image_size: input side in pixels; windows: ``preprocess.windows`` (R, G, B; HU).
+        weights: the starting weights (``model.weights``).
+        thresholds: per-label decision thresholds tuned on the validation split.
+        extra: further facts of the run (training images, positive weights, precision).
+    """
+    return {
+        "arch": arch,
+        **described,
+        "weights": weights,
+        "labels": list(LABELS),
+        "image_size": int(image_size),
+        "input_scaling": "RGB PNG / 255 -> [0, 1]; each model normalises for its backbone",
+        "windows": list(windows),
+        "thresholds": dict(thresholds),
+        "thresholds_from": "best F1 on the validation split, product combination",
+        "files": dict(networks),
+        **extra,
+    }
+
+
+def save_model_folder(folder: str | os.PathLike, card: Mapping[str, Any], checkpoints: Mapping[str, str | os.PathLike]) -> Path:
+    """Write the model folder: each network's best checkpoint under the file name the card gives it, then
+    the card. ``checkpoints`` maps network names to finished ``.keras`` files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, filename in card["files"].items():
+        shutil.copyfile(checkpoints[name], folder / filename)
+    write_json(dict(card), folder / MODEL_CARD)
+    return folder
+
+
+def read_model_card(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read ``model.json``; its file names must be plain ``.keras`` names inside ``folder``.
+
+    Raises:
+        FileNotFoundError: when ``folder`` has no model card (train first, or point at a model folder).
+        ValueError: when the card names a file outside the folder or of another kind.
+    """
+    path = Path(folder) / MODEL_CARD
+    if not path.is_file():
+        raise FileNotFoundError(f"No {MODEL_CARD} in {str(folder)!r}: run `dvc repro train` or point at a model folder.")
+    card = json.loads(path.read_text(encoding="utf-8"))
+    for filename in card["files"].values():
+        if Path(filename).name != filename or not filename.endswith(".keras"):
+            raise ValueError(f"{MODEL_CARD} names an unexpected model file: {filename!r}")
+    return card
+

@@ -1,0 +1,94 @@
+"""The :class:`Recipe` interface and the registry that finds one by name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ich.errors import PipelineError
+
+if TYPE_CHECKING:  # the trainer is handed in by the train stage; inference never imports training code
+    from ich.params import ModelParams
+    from ich.training import Trainer
+
+__all__ = ["Recipe", "RecipeError", "register", "get_recipe", "recipe_names"]
+
+
+class RecipeError(PipelineError, ValueError):
+    """A recipe cannot be built or trained as asked (unknown name, unusable data); the message says why."""
+
+
+class Recipe(ABC):
+    """An architecture: how to build and train its networks and how to predict with them.
+
+    Attributes:
+        name: the ``model.arch`` value that selects it.
+        networks: the names of its trained networks, in training order; each is saved as
+            ``models/<name>.keras`` and found again by name when predicting.
+    """
+
+    name: ClassVar[str]
+    networks: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def build(self, network: str, params: ModelParams, input_shape: tuple[int, int, int]) -> keras.Model:
+        """One untrained network of :attr:`networks`, images of ``input_shape`` in ``[0, 1]`` in."""
+
+    @abstractmethod
+    def fit(self, trainer: Trainer, params: ModelParams) -> dict[str, keras.Model]:
+        """Build and train every network through ``trainer``; returns ``{network name: trained model}``."""
+
+    @abstractmethod
+    def predict(
+        self,
+        networks: Mapping[str, keras.Model],
+        images: tf.data.Dataset,
+        combination: str = "product",
+        gate_threshold: float = 0.5,
+    ) -> np.ndarray:
+        """``(N, 6)`` float64 probabilities in :data:`ich.labels.LABELS` order for a dataset of image batches
+        (or of ``(image, target)`` batches). ``combination``/``gate_threshold`` matter to the cascades only."""
+
+    @abstractmethod
+    def describe(self, params: ModelParams) -> dict[str, Any]:
+        """What ``model.json`` records about this architecture besides the common fields (its backbones)."""
+
+
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Add ``recipe`` to the registry under ``recipe.name`` (a name can be registered once)."""
+    if recipe.name in _REGISTRY:
+        raise ValueError(f"A recipe named {recipe.name!r} is already registered")
+    _REGISTRY[recipe.name] = recipe
+    return recipe
+
+
+def recipe_names() -> list[str]:
+    """Every registered ``model.arch``, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as ``name``.
+
+    Raises:
+        RecipeError: listing every registered name when ``name`` is not one of them.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RecipeError(f"`model.arch` must be one of {', '.join(_REGISTRY)}. Received: {name!r}") from None
+
+
+def images_only(images: tf.data.Dataset) -> tf.data.Dataset:
+    """A dataset of image batches, whether ``images`` yields images or ``(image, target)`` pairs."""
+    if isinstance(images.element_spec, tuple):
+        return images.map(lambda image, *rest: image)
+    return images
