@@ -1,8 +1,8 @@
 """Networks: the EfficientNetV2 and ConvNeXt backbones, attention fusion, and the heads recipes put on them.
 
-Every model takes ``(H, W, 3)`` float32 images scaled to ``[0, 1]`` (the input pipeline's job) and
-applies its backbone's own ImageNet normalisation inside the graph, so saved models carry their
-preprocessing with them. Outputs are sigmoid probabilities in float32 (also under mixed precision).
+Every model takes ``(H, W, 3)`` float32 images scaled to ``[0, 1]`` (the input pipeline's job); each
+backbone scales them to 0..255 and applies Keras's own preprocessing for it inside the graph, so saved
+models carry their preprocessing with them. Outputs are sigmoid probabilities in float32 (also under mixed precision).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ __all__ = [
     "resolve_weights",
 ]
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_VAR = (0.229**2, 0.224**2, 0.225**2)
+#: ImageNet's per-channel mean and standard deviation of 0..255 RGB, as Keras's ConvNeXt normalises its input.
+_IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_IMAGENET_VAR_255 = ((0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2)
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,17 @@ def _convnext_atto(
     pooling: str | None = "avg",
 ) -> keras.Model:
     """ConvNeXt-Atto (depths 2-2-6-2, widths 40-80-160-320, the timm configuration; ~3.4 M parameters):
-    Keras's ConvNeXt architecture (stem, downsampling, blocks, final LayerNorm) at that size, built from
-    public layers with the layer names of ``keras.applications.ConvNeXtTiny``. Takes the
+    Keras's ConvNeXt architecture (input normalisation, stem, downsampling, blocks, final LayerNorm) at that
+    size, built from public layers with the layer names of ``keras.applications.ConvNeXtTiny``. Takes the
     keras.applications arguments the backbones here use; no ImageNet weights exist for it in Keras, so
     ``weights`` must be None (a local weights file is loaded by :func:`build_backbone`)."""
-    if include_top or include_preprocessing or weights is not None or pooling != "avg":
-        raise ValueError("convnext_atto is built headless, unnormalised, average-pooled, from random weights")
+    if include_top or weights is not None or pooling != "avg":
+        raise ValueError("convnext_atto is built headless, average-pooled, from random weights")
     name, depths, widths = "convnext_atto", (2, 2, 6, 2), (40, 80, 160, 320)
     inputs = keras.Input(tuple(input_shape))
+    x = inputs
+    if include_preprocessing:  # Keras's ConvNeXt "PreStem": 0..255 RGB -> ImageNet mean/std units
+        x = layers.Normalization(mean=_IMAGENET_MEAN_255, variance=_IMAGENET_VAR_255, name=f"{name}_prestem_normalization")(x)
     downsampling = [
         keras.Sequential(
             [
@@ -108,7 +112,6 @@ def _convnext_atto(
                 name=f"{name}_downsampling_block_{index}",
             )
         )
-    x = inputs
     for stage, (depth, width) in enumerate(zip(depths, widths)):
         x = downsampling[stage](x)
         for block in range(depth):
@@ -172,6 +175,10 @@ def resolve_weights(weights: str | None, backbone: str) -> str | None:
 def build_backbone(name: str, input_shape: Sequence[int], weights: str | None = None) -> keras.Model:
     """A headless backbone with global average pooling: images in ``[0, 1]`` -> feature vector.
 
+    The input is scaled back to 0..255 and handed to Keras's own preprocessing of that backbone
+    (``include_preprocessing=True``), so every backbone sees the input its ImageNet weights were trained
+    on: mean/std-normalised for EfficientNetV2-B0..B3 and ConvNeXt, ``[-1, 1]`` for EfficientNetV2-S/M/L.
+
     Args:
         name: a key of :data:`BACKBONES`.
         input_shape: ``(H, W, 3)``.
@@ -181,7 +188,7 @@ def build_backbone(name: str, input_shape: Sequence[int], weights: str | None = 
     local = weights not in (None, "imagenet")
     core = spec.builder(
         include_top=False,
-        include_preprocessing=False,
+        include_preprocessing=True,
         weights=None if local else weights,
         input_shape=tuple(input_shape),
         pooling="avg",
@@ -189,11 +196,8 @@ def build_backbone(name: str, input_shape: Sequence[int], weights: str | None = 
     if local:
         core.load_weights(weights)
     inputs = keras.Input(tuple(input_shape), name=f"{name}_image")
-    if spec.family == "efficientnetv2":
-        scaled = layers.Rescaling(2.0, offset=-1.0, name=f"{name}_scale")(inputs)  # [0,1] -> [-1,1]
-    else:
-        scaled = layers.Normalization(mean=_IMAGENET_MEAN, variance=_IMAGENET_VAR, name=f"{name}_normalize")(inputs)
-    return keras.Model(inputs, core(scaled), name=name)
+    pixels = layers.Rescaling(255.0, name=f"{name}_to_pixels")(inputs)  # [0, 1] -> 0..255, what Keras's preprocessing takes
+    return keras.Model(inputs, core(pixels), name=name)
 
 
 @keras.saving.register_keras_serializable(package="ich")

@@ -1,9 +1,8 @@
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from ich.models import (  # noqa: E402
+from ich.models import (
     BACKBONES,
     AttentionFusion,
     build_backbone,
@@ -16,15 +15,32 @@ SHAPE = (32, 32, 3)
 LARGE = {"efficientnetv2m", "efficientnetv2l", "convnext_base", "convnext_large"}
 
 
+def _keras_reference(name: str) -> keras.Model:
+    """Keras's own model of a backbone, with its own preprocessing on 0..255 RGB (random weights)."""
+    if name == "convnext_atto":  # not in keras.applications: Keras's ConvNeXt builder at the Atto size
+        from keras.src.applications.convnext import ConvNeXt
+
+        return ConvNeXt(depths=[2, 2, 6, 2], projection_dims=[40, 80, 160, 320], name="convnext_atto_reference",
+                        include_top=False, include_preprocessing=True, weights=None, input_shape=SHAPE, pooling="avg")
+    return BACKBONES[name].builder(include_top=False, include_preprocessing=True, weights=None, input_shape=SHAPE, pooling="avg")
+
+
 @pytest.mark.parametrize(
     "name",
     [pytest.param(name, marks=pytest.mark.slow) if name in LARGE else name for name in BACKBONES],
 )
-def test_every_backbone_gives_finite_features(name):
+def test_every_backbone_sees_the_input_of_kerass_own_preprocessing(name):
+    """Our backbone on ``[0, 1]`` images equals Keras's reference model, same weights, on the 0..255 images:
+    mean/std normalisation for EfficientNetV2-B0..B3 and ConvNeXt, [-1, 1] for EfficientNetV2-S/M/L."""
     backbone = build_backbone(name, SHAPE, weights=None)
-    features = backbone(np.random.default_rng(0).random((2, *SHAPE), dtype=np.float32))
-    assert features.shape[0] == 2 and len(features.shape) == 2
-    assert np.isfinite(np.asarray(features)).all()
+    reference = _keras_reference(name)
+    core = next(layer for layer in backbone.layers if isinstance(layer, keras.Model))
+    reference.set_weights(core.get_weights())
+    pixels = np.random.default_rng(0).integers(0, 256, (2, *SHAPE)).astype(np.float32)
+    features = np.asarray(backbone(pixels / 255.0, training=False))
+    expected = np.asarray(reference(pixels, training=False))
+    assert features.shape == expected.shape and features.shape[0] == 2 and np.isfinite(features).all()
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_online_augmentation_changes_training_inputs_only():

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-keras = pytest.importorskip("keras")
+import keras
+from dvclive import Live
 
-from dvclive import Live  # noqa: E402
-
-from ich.data import make_dataset  # noqa: E402
-from ich.losses import LabelAUC, WeightedBinaryCrossentropy, positive_weights  # noqa: E402
-from ich.training import AtomicModelCheckpoint, fit_phases, plan_phases  # noqa: E402
+from ich.data import make_dataset
+from ich.losses import LabelAUC, WeightedBinaryCrossentropy, positive_weights
+from ich.models import BACKBONES, build_single
+from ich.training import AtomicModelCheckpoint, fit_phases, plan_phases
 
 
 def test_weighted_bce_by_hand_and_plain_when_weights_are_one():
@@ -154,11 +154,63 @@ def test_same_seed_same_predictions(tiny_data):
 
     results = []
     for run, seed in enumerate((3, 3, 4)):
-        runtime = configure_runtime(seed=seed, deterministic=True, mixed_precision="auto", jit_compile="auto", strategy="auto")
-        assert not runtime.mixed_precision and runtime.gpus == 0
+        # float32 without XLA on any host (on a GPU host `auto` would turn both on).
+        runtime = configure_runtime(seed=seed, deterministic=True, mixed_precision=False, jit_compile=False, strategy="default")
+        assert not runtime.mixed_precision and not runtime.jit_compile
         model = _tiny_backbone_model(augment=True, dropout=0.3)
         _fit_tiny(model, make_dataset(*tiny_data, 32, 8, shuffle=True, seed=seed), plan_phases(False, 0, 2, 1e-2, 1e-3),
                   run=str(run), prefix="model", jit_compile=runtime.jit_compile, strategy=runtime.strategy)
         results.append(model.predict(make_dataset(*tiny_data, 32, 8, shuffle=False, seed=0).map(lambda x, y: x), verbose=0))
     np.testing.assert_array_equal(results[0], results[1])
     assert not np.array_equal(results[0], results[2])
+
+
+def test_runtime_settings_do_not_outlive_a_test_part_one():
+    from ich.runtime import configure_runtime
+
+    configure_runtime(seed=0, deterministic=True, mixed_precision=True, jit_compile=False, strategy="default")
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+
+
+def test_runtime_settings_do_not_outlive_a_test_part_two():
+    from tensorflow.python.framework import config  # TF's public API can enable determinism, not query it
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert not config.is_op_determinism_enabled()
+
+
+#: The backbones of the demo (params.yaml) and of params-rsna.yaml.
+USED_BACKBONES = ("efficientnetv2b0", "convnext_atto", "convnext_tiny")
+
+
+@pytest.mark.parametrize(
+    "name", [name if name == "convnext_atto" else pytest.param(name, marks=pytest.mark.slow) for name in USED_BACKBONES]
+)
+def test_local_weights_start_the_backbone_and_the_frozen_phase_keeps_them(tmp_path, tiny_data, name):
+    """`model.weights: <folder>` of Keras weights files: the backbone starts from them exactly; the frozen-head
+    phase changes the head only (kernels and BatchNormalization statistics of the backbone stay); fine-tuning
+    then changes the backbone."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    keras.utils.set_random_seed(11)
+    written = BACKBONES[name].builder(include_top=False, include_preprocessing=True, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    written.save_weights(folder / f"{name}.weights.h5")
+    expected = [weight.copy() for weight in written.get_weights()]
+
+    keras.utils.set_random_seed(0)  # another seed: only the file can make the weights equal
+    model = build_single(name, (32, 32, 3), 2, str(folder), 0.0, "m")
+    backbone = model.get_layer(name)
+    started = backbone.get_weights()
+    assert len(started) == len(expected)
+    for got, want in zip(started, expected):
+        np.testing.assert_array_equal(got, want)
+
+    frozen, finetune = plan_phases(True, 1, 1, 1e-2, 1e-3)
+    data = make_dataset(*tiny_data, 32, 8, shuffle=True, seed=0)
+    head_before = model.get_layer("probabilities").get_weights()[0].copy()
+    _fit_tiny(model, data, [frozen], run="frozen")
+    for got, want in zip(backbone.get_weights(), expected):
+        np.testing.assert_array_equal(got, want)  # incl. BatchNormalization moving mean/variance
+    assert not np.array_equal(model.get_layer("probabilities").get_weights()[0], head_before)
+    _fit_tiny(model, data, [finetune], run="finetune")
+    assert any(not np.array_equal(got, want) for got, want in zip(backbone.get_weights(), expected))
