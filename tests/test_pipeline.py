@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -208,3 +209,17 @@ def test_a_windowing_code_change_invalidates_preprocess_and_not_before(data_proj
     finally:
         windows.write_text(original)
     assert json.loads(dvc("status", "--with-deps", "split", "--json", cwd=data_project).stdout) == {}
+
+
+def test_on_other_data_the_final_stage_never_runs_the_synthesizer(tmp_path):
+    """With `data.*` pointed at another RSNA-layout set, `dvc repro evaluate` (the README's RSNA command) runs
+    every stage from `sample` on and not `synthesize`, which writes the demo's 3,640 DICOMs."""
+    project = copy_repository(tmp_path / "repo", {"data": {"labels_csv": "rsna/stage_2_train.csv", "dicom_dir": "rsna/stage_2_train"}})
+
+    def upstream(project):  # the stages `dvc repro evaluate` runs: evaluate and its ancestors in the DAG
+        return set(re.findall(r'"([a-z_]+)"', dvc("dag", "--dot", "evaluate", cwd=project).stdout))
+
+    stages = set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    assert upstream(project) == stages - {"synthesize"}
+    # while on the demo's defaults the same command synthesizes the data first
+    assert upstream(copy_repository(tmp_path / "demo")) == stages
