@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from ich.models import (  # noqa: E402
     BACKBONES,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-keras = pytest.importorskip("keras")
+import keras
 
 from dvclive import Live  # noqa: E402
 
