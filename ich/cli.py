@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from ich.labels import LabelsCsvError
 from ich.params import ParamsError
+from ich.pseudonyms import PseudonymKeyError
 
 __all__ = ["StageError", "run_stage"]
 
@@ -25,6 +26,6 @@ def run_stage(main: Callable[[], None]) -> None:
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     try:
         main()
-    except (StageError, ParamsError, LabelsCsvError, PermissionError, FileNotFoundError) as error:
+    except (StageError, ParamsError, LabelsCsvError, PseudonymKeyError, PermissionError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

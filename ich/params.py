@@ -131,8 +131,19 @@ class PreprocessParams:
     max_quarantine_fraction: float
     workers: int
     pseudonymize_ids: bool
+    rsna_pixel_fix: str
+    file_timeout_s: float
 
     def __post_init__(self) -> None:
+        from ich.dicom import RSNA_PIXEL_FIX_MODES
+
+        if self.rsna_pixel_fix not in RSNA_PIXEL_FIX_MODES:
+            raise ValueError(
+                f"`preprocess.rsna_pixel_fix` must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. "
+                f"Received: {self.rsna_pixel_fix!r}"
+            )
+        if not self.file_timeout_s > 0:
+            raise ValueError(f"`preprocess.file_timeout_s` must be > 0 seconds. Received: {self.file_timeout_s}")
         if not 16 <= self.image_size <= 2048:
             raise ValueError(f"`preprocess.image_size` must be in [16, 2048]. Received: {self.image_size}")
         if not 0.0 <= self.max_quarantine_fraction <= 1.0:
