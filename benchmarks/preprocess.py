@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256, help="output PNG side (seed: 256)")
     parser.add_argument("--workers", type=int, default=0, help="0 = all cores")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--file-timeout", type=float, default=60.0, help="seconds per file, as preprocess.file_timeout_s")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Invalid value for VR UI")
 
@@ -77,7 +78,10 @@ def main() -> None:
             out = work / "stage"
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
-            results = list(process_many(ids, work / "src" / "stage_2_train", out, args.image_size, workers=args.workers))
+            results = list(process_many(
+                ids, work / "src" / "stage_2_train", out, args.image_size, workers=args.workers,
+                file_timeout_s=args.file_timeout,
+            ))
             stage_times.append(time.perf_counter() - start)
             assert all(result.reason is None for result in results)
         plain_rate = len(paths) / statistics.median(plain_times)

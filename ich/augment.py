@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
 
+from ich.files import atomic_write_bytes, image_path
 from ich.labels import SUBTYPES
 from ich.params import AugmentParams
+from ich.preprocess import encode_png
 
-__all__ = ["build_pipeline", "plan_copies", "augmented_id"]
+__all__ = ["build_pipeline", "plan_copies", "augmented_id", "write_augmented"]
 
 
 def build_pipeline(params: AugmentParams) -> Callable[..., dict]:
@@ -85,3 +89,38 @@ def plan_copies(
         new_ids.append(augmented_id(source, numbering[source]))
     plan["ID"] = new_ids
     return plan.reset_index(drop=True)
+
+
+def write_augmented(
+    copies: Iterable[tuple[str, str]],
+    png_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    transform: Callable[..., dict],
+) -> int:
+    """Write each planned copy: read ``<png_dir>/<source>.png``, transform it, write ``<output_dir>/<new>.png``.
+
+    Args:
+        copies: ``(source ID, new ID)`` pairs from :func:`plan_copies`, in the order the seeded
+            ``transform`` is applied.
+        png_dir: folder of the preprocessed PNGs.
+        output_dir: existing folder for the copies; each appears atomically, complete or not at all.
+        transform: an albumentations pipeline (see :func:`build_pipeline`).
+
+    Returns:
+        How many copies were written.
+
+    Raises:
+        FileNotFoundError: a source PNG is missing or unreadable (rerun `dvc repro preprocess`).
+    """
+    written = 0
+    for source_id, new_id in copies:
+        source = image_path(png_dir, source_id, ".png")
+        bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(
+                f"Cannot read {source}, a source of the training split; rerun `dvc repro preprocess`."
+            )
+        augmented = transform(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))["image"]
+        atomic_write_bytes(Path(output_dir) / f"{new_id}.png", encode_png(augmented))
+        written += 1
+    return written

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import math
 import warnings
@@ -26,15 +24,13 @@ from pydicom.uid import (
 __all__ = [
     "UnusableSlice",
     "CtSlice",
+    "RSNA_PIXEL_FIX_MODES",
+    "MAX_SIDE",
     "needs_rsna_fix",
     "apply_rsna_fix",
     "to_hounsfield",
     "read_ct_slice",
     "METADATA_COLUMNS",
-    "PSEUDONYMIZED_COLUMNS",
-    "PSEUDONYM_KEY_ENV",
-    "MIN_KEY_LENGTH",
-    "pseudonym",
 ]
 
 #: Header fields kept in ``data/metadata.csv``. Identifying tags (names, dates, institution) never are.
@@ -48,11 +44,12 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "columns",
 )
 
-#: Columns of ``METADATA_COLUMNS`` replaced by :func:`pseudonym` when ``preprocess.pseudonymize_ids`` is on.
-PSEUDONYMIZED_COLUMNS: tuple[str, ...] = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")
-#: Environment variable holding the secret key of the pseudonyms (never stored in the repository).
-PSEUDONYM_KEY_ENV = "ICH_PSEUDONYM_KEY"
-MIN_KEY_LENGTH = 16
+#: Values of ``preprocess.rsna_pixel_fix``: ``auto`` applies :func:`apply_rsna_fix` where
+#: :func:`needs_rsna_fix` says so, ``off`` never rewrites stored values.
+RSNA_PIXEL_FIX_MODES: tuple[str, ...] = ("auto", "off")
+#: Largest accepted Rows or Columns. CT slices are 512 (rarely 1024) pixels a side; a bigger value is a
+#: damaged header, and padding such an image to a square could take gigabytes.
+MAX_SIDE = 4096
 
 _NATIVE_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _CT_SOP_CLASSES = {CTImageStorage, EnhancedCTImageStorage, UID("1.2.840.10008.5.1.4.1.1.2.2")}  # + legacy enhanced
@@ -71,17 +68,6 @@ class CtSlice:
     slope: float
     intercept: float
     metadata: dict[str, object]
-
-
-def pseudonym(value: str, key: bytes) -> str:
-    """A stable, non-reversible stand-in for an identifier: ``"P" + HMAC-SHA256(key, value)[:24 hex]``.
-
-    Keyed, so nobody without the key can test guesses of a PatientID (an MRN has few digits); stable,
-    so the same patient keeps one group in the split. Empty values stay empty (no identifier to hide).
-    """
-    if not value:
-        return ""
-    return "P" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
 
 
 def needs_rsna_fix(bits_stored: int, pixel_representation: int, intercept: float) -> bool:
@@ -121,6 +107,8 @@ def _stored_pixels(dataset: Dataset) -> np.ndarray:
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     if rows <= 0 or columns <= 0:
         raise UnusableSlice("no image size (Rows/Columns missing or zero)")
+    if max(rows, columns) > MAX_SIDE:
+        raise UnusableSlice(f"implausible image size {rows}x{columns} (a CT slice has at most {MAX_SIDE} a side)")
     bits_allocated = int(dataset.get("BitsAllocated", 0) or 0)
     bits_stored = int(dataset.get("BitsStored", bits_allocated) or bits_allocated)
     representation = int(dataset.get("PixelRepresentation", 0) or 0)
@@ -154,8 +142,14 @@ def _short(error: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def read_ct_slice(data: bytes, image_id: str) -> CtSlice:
+def read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str = "auto") -> CtSlice:
     """Parse one DICOM file's bytes into a :class:`CtSlice`.
+
+    Args:
+        data: the file's bytes.
+        image_id: the RSNA ID, kept in the metadata.
+        rsna_pixel_fix: ``"auto"`` undoes RSNA's 12-bit wrap where :func:`needs_rsna_fix` holds;
+            ``"off"`` keeps the stored values and intercept as they are.
 
     Raises:
         UnusableSlice: with a specific reason (not DICOM, not CT, colour, multi-frame, no pixels,
@@ -164,7 +158,7 @@ def read_ct_slice(data: bytes, image_id: str) -> CtSlice:
     with warnings.catch_warnings():
         # RSNA keeps its IDs in UID elements ("ID_..."), which pydicom would warn about on every file.
         warnings.filterwarnings("ignore", message="Invalid value for VR UI")
-        return _read_ct_slice(data, image_id)
+        return _read_ct_slice(data, image_id, rsna_pixel_fix)
 
 
 def _parse(data: bytes) -> Dataset:
@@ -216,7 +210,11 @@ def _check_is_ct(dataset: Dataset) -> None:
         raise UnusableSlice(f"not a CT image (no Modality; SOP Class is {name})")
 
 
-def _read_ct_slice(data: bytes, image_id: str) -> CtSlice:
+def _read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str) -> CtSlice:
+    if rsna_pixel_fix not in RSNA_PIXEL_FIX_MODES:
+        raise ValueError(
+            f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}"
+        )
     dataset = _parse(data)
     _check_is_ct(dataset)
     if "PixelData" not in dataset:
@@ -239,7 +237,7 @@ def _read_ct_slice(data: bytes, image_id: str) -> CtSlice:
     pixels = _stored_pixels(dataset)
     bits_stored = int(dataset.get("BitsStored", 16) or 16)
     representation = int(dataset.get("PixelRepresentation", 0) or 0)
-    if needs_rsna_fix(bits_stored, representation, intercept):
+    if rsna_pixel_fix == "auto" and needs_rsna_fix(bits_stored, representation, intercept):
         pixels, intercept = apply_rsna_fix(pixels)
     if pixels.min() == pixels.max():
         raise UnusableSlice("blank image (all pixels have the same value)")

@@ -162,6 +162,8 @@ class PreprocessParams(_Section):
     max_quarantine_fraction: float = Field(ge=0.0, le=1.0)
     workers: int = Field(ge=0)  # 0 = all cores
     pseudonymize_ids: bool
+    rsna_pixel_fix: Literal["auto", "off"]
+    file_timeout_s: float = Field(gt=0)  # seconds one file may take before it is quarantined
 
     @field_validator("windows", mode="before")
     @classmethod

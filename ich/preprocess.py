@@ -4,52 +4,39 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import time
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
-from ich.dicom import CtSlice, UnusableSlice, read_ct_slice
+from ich.dicom import METADATA_COLUMNS, RSNA_PIXEL_FIX_MODES, UnusableSlice, read_ct_slice
 from ich.files import atomic_write_bytes, image_path
-from ich.windows import DEFAULT_WINDOWS, Window, window_lut
+from ich.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
+from ich.rendering import render_rgb
+from ich.windows import DEFAULT_WINDOWS, Window
 
-__all__ = ["render_rgb", "encode_png", "FileResult", "process_file", "process_many"]
+__all__ = [
+    "encode_png",
+    "FileResult",
+    "process_file",
+    "process_many",
+    "PreprocessOutcome",
+    "collect_outcome",
+    "quarantine_failure",
+]
 
-# Speed levers, measured by benchmarks/preprocess.py: one LUT gather instead of three float passes;
-# OpenCV's area resize and PNG encoder (zlib level 1, run-length strategy: 4x faster than PIL's
-# default, files about 1.6x its size) instead of PIL; one worker process per core.
+# Speed levers, measured by benchmarks/preprocess.py: one LUT gather instead of three float passes
+# (ich.rendering); OpenCV's area resize and PNG encoder (zlib level 1, run-length strategy: 4x faster than
+# PIL's default, files about 1.6x its size) instead of PIL; one worker process per core.
 _PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-cv2.setNumThreads(1)  # the parallelism is across files; threads inside each call only contend
-
-
-def render_rgb(ct_slice: CtSlice, image_size: int, windows: Sequence[Window] = DEFAULT_WINDOWS) -> np.ndarray:
-    """Window a slice into RGB and area-resize it to ``(image_size, image_size, 3)`` uint8.
-
-    A non-square slice is first padded to a square with zeros (air is 0 in all three windows), so
-    anatomy keeps its aspect ratio. Windowing happens at full resolution and before resizing, so each
-    output pixel is the mean of the windowed input pixels it covers (up to rounding).
-    """
-    pixels = ct_slice.pixels
-    low, high = int(pixels.min()), int(pixels.max())
-    lut = window_lut(low, high, ct_slice.slope, ct_slice.intercept, windows).astype("<u4")
-    # Pack each RGB entry into one little-endian uint32 (R, G, B, 0): a 1-D np.take of 4-byte items
-    # is ~5x faster than gathering (n, 3) rows; the bytes are then viewed as RGBA.
-    packed = lut[:, 0] | (lut[:, 1] << 8) | (lut[:, 2] << 16)
-    rgba = np.take(packed, pixels - low).view(np.uint8).reshape(*pixels.shape, 4)
-    rgb = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
-    rows, columns = rgb.shape[:2]
-    if rows != columns:
-        side = max(rows, columns)
-        top, left = (side - rows) // 2, (side - columns) // 2
-        square = np.zeros((side, side, 3), dtype=np.uint8)
-        square[top : top + rows, left : left + columns] = rgb
-        rgb = square
-    if rgb.shape[0] != image_size:
-        interpolation = cv2.INTER_AREA if rgb.shape[0] > image_size else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (image_size, image_size), interpolation=interpolation)
-    return rgb
+_REASON_LIMIT = 200
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
@@ -76,20 +63,38 @@ class _Job:
     png_dir: str
     image_size: int
     windows: tuple[Window, ...]
+    rsna_pixel_fix: str = "auto"
 
 
-_JOB: _Job | None = None
+def _clip(text: str) -> str:
+    """One line of at most ``_REASON_LIMIT`` characters (a quarantine reason)."""
+    text = " ".join(text.split())
+    return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 3] + "..."
 
 
-def _init_worker(job: _Job) -> None:
-    global _JOB
-    _JOB = job
+def _reason(step: str, error: BaseException) -> str:
+    """``"<step> failed (TypeName: message)"``, clipped to one short line."""
+    message = " ".join(str(error).split())
+    return _clip(f"{step} failed ({type(error).__name__}: {message})" if message else f"{step} failed ({type(error).__name__})")
+
+
+def _caused_by_the_file(error: BaseException) -> bool:
+    """Any ``Exception``, and the panics of Rust decoders (pylibjpeg-rle, ...): pyo3 derives its
+    ``PanicException`` from ``BaseException``, yet a panic on one damaged file must cost only that file.
+    ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` are never the file's doing."""
+    return isinstance(error, Exception) or type(error).__module__ == "pyo3_runtime"
 
 
 def process_file(image_id: str, job: _Job) -> FileResult:
-    """Turn ``<dicom_dir>/<ID>.dcm`` into ``<png_dir>/<ID>.png``; every failure becomes a reason."""
+    """Turn ``<dicom_dir>/<ID>.dcm`` into ``<png_dir>/<ID>.png``; every failure of the file becomes a reason.
+
+    This is the boundary between one untrusted file and the run: reading, decoding, windowing and
+    encoding each turn any exception into a short reason naming the step and the error. Only writing
+    the PNG may raise (a full disk or a read-only output is no property of the file).
+    """
     try:
         source = image_path(job.dicom_dir, image_id, ".dcm")
+        target = image_path(job.png_dir, image_id, ".png")
     except ValueError:
         return FileResult(image_id, None, "invalid image ID (expected ID_<hex>)")
     try:
@@ -97,21 +102,178 @@ def process_file(image_id: str, job: _Job) -> FileResult:
     except FileNotFoundError:
         return FileResult(image_id, None, "file missing: no <ID>.dcm in data.dicom_dir")
     except OSError as error:
-        return FileResult(image_id, None, f"file unreadable: {error.strerror}")
+        return FileResult(image_id, None, f"file unreadable: {error.strerror or type(error).__name__}")
+    except Exception as error:  # per-file boundary: see the docstring
+        return FileResult(image_id, None, _reason("reading the file", error))
     try:
-        ct_slice = read_ct_slice(data, image_id)
-        png = encode_png(render_rgb(ct_slice, job.image_size, job.windows))
+        ct_slice = read_ct_slice(data, image_id, job.rsna_pixel_fix)
     except UnusableSlice as error:
-        return FileResult(image_id, None, str(error))
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, MemoryError) as error:
-        return FileResult(image_id, None, f"unexpected {type(error).__name__}: {error}"[:200])
-    atomic_write_bytes(image_path(job.png_dir, image_id, ".png"), png)
+        return FileResult(image_id, None, _clip(str(error)))
+    except BaseException as error:  # damaged headers make pydicom raise almost anything, some of it lazily
+        if not _caused_by_the_file(error):
+            raise
+        return FileResult(image_id, None, _reason("decoding the DICOM", error))
+    try:
+        rgb = render_rgb(ct_slice, job.image_size, job.windows)
+    except Exception as error:
+        return FileResult(image_id, None, _reason("windowing", error))
+    try:
+        png = encode_png(rgb)
+    except Exception as error:
+        return FileResult(image_id, None, _reason("PNG encoding", error))
+    atomic_write_bytes(target, png)
     return FileResult(image_id, ct_slice.metadata, None)
 
 
-def _process_in_worker(image_id: str) -> FileResult:
-    assert _JOB is not None  # set by the pool initializer
-    return process_file(image_id, _JOB)
+def _serve(job: _Job, connection, parent: int) -> None:
+    """A worker process: process the IDs the parent sends, in order, answering each with its result."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which then stops the workers
+    while True:
+        while not connection.poll(1.0):
+            if os.getppid() != parent:  # the parent was killed: nobody will read our results
+                return
+        try:
+            task = connection.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        index, image_id = task
+        try:
+            message = (index, process_file(image_id, job), None)
+        except Exception as error:  # an output that cannot be written: the parent raises it
+            message = (index, None, error)
+        try:
+            connection.send(message)
+        except Exception as error:  # an exception that cannot be pickled
+            connection.send((index, None, RuntimeError(f"{type(error).__name__}: {error}")))
+
+
+class _Worker:
+    """One worker process, its pipe, and the tasks sent to it that have no result yet (oldest first)."""
+
+    def __init__(self, context, job: _Job) -> None:
+        self.connection, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=_serve, args=(job, child, os.getpid()), daemon=True)
+        self.process.start()
+        child.close()
+        self.tasks: deque[tuple[int, str]] = deque()
+        self.started = 0.0  # when the oldest task in ``tasks`` began (time.monotonic)
+
+    def send(self, task: tuple[int, str]) -> None:
+        if not self.tasks:
+            self.started = time.monotonic()
+        self.tasks.append(task)
+        self.connection.send(task)
+
+    def receive_ready(self, done: dict[int, FileResult]) -> None:
+        """Move every result already in the pipe into ``done``; re-raise a worker's write error."""
+        while self.tasks and self.connection.poll():
+            try:
+                index, result, error = self.connection.recv()
+            except (EOFError, OSError):
+                return
+            if error is not None:
+                raise error
+            self.tasks.popleft()
+            done[index] = result
+            self.started = time.monotonic()
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.connection.send(None)
+            except OSError:
+                pass
+            self.process.join(timeout=5)
+            if self.process.is_alive():
+                self.process.kill()
+        self.process.join()
+        self.connection.close()
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"killed by signal {-exitcode}"
+    else:
+        how = f"exit code {exitcode}"
+    return f"the worker process died while processing this file ({how})"
+
+
+def _process_isolated(
+    ids: list[str], job: _Job, workers: int, file_timeout_s: float | None, window: int
+) -> Iterator[FileResult]:
+    """Process ``ids`` in ``workers`` processes, one file at a time each, yielding results in input order.
+
+    A file that takes longer than ``file_timeout_s`` seconds, or whose worker dies (a decoder's segfault,
+    ``os._exit``, the out-of-memory killer), gets a reason; its worker is replaced and the other files it
+    had been sent are sent again. At most ``window`` results wait for an earlier one, so memory stays flat.
+    """
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    prefetch = 2  # each worker holds its next file, so it never waits for the parent
+    retry: deque[tuple[int, str]] = deque()  # sent to a worker that was replaced, in input order
+    upcoming = iter(enumerate(ids))
+    sent_up_to = 0  # every index below this one has been sent at least once
+    done: dict[int, FileResult] = {}
+    next_index = 0
+    pool = [_Worker(context, job) for _ in range(min(workers, len(ids)))]
+
+    def replace(worker: _Worker, first_reason: str | None) -> None:
+        worker.stop(kill=True)
+        tasks = list(worker.tasks)
+        if first_reason is not None and tasks:
+            index, image_id = tasks.pop(0)
+            done[index] = FileResult(image_id, None, first_reason)
+        retry.extendleft(reversed(tasks))
+        pool[pool.index(worker)] = _Worker(context, job)
+
+    try:
+        idle_deaths = 0
+        while next_index < len(ids):
+            for slot in range(len(pool)):
+                while len(pool[slot].tasks) < prefetch:
+                    if retry:
+                        task = retry.popleft()
+                    elif sent_up_to < len(ids) and sent_up_to - next_index < window:
+                        task = next(upcoming)
+                        sent_up_to += 1
+                    else:
+                        break
+                    try:
+                        pool[slot].send(task)
+                    except OSError:  # the worker died while idle: its tasks go to a new one
+                        idle_deaths += 1
+                        if idle_deaths > 3 * len(pool):
+                            raise RuntimeError("preprocess worker processes keep dying before they get a file") from None
+                        replace(pool[slot], None)
+            busy = [worker for worker in pool if worker.tasks]
+            timeout = None
+            if file_timeout_s is not None and busy:
+                timeout = max(0.0, min(worker.started for worker in busy) + file_timeout_s - time.monotonic())
+            ready = set(wait([worker.connection for worker in busy] + [worker.process.sentinel for worker in busy], timeout))
+            now = time.monotonic()
+            for worker in busy:
+                if worker.connection in ready:
+                    worker.receive_ready(done)
+                if not worker.tasks:
+                    continue
+                if worker.process.sentinel in ready:  # it exited
+                    worker.receive_ready(done)  # results sent just before it died
+                    worker.process.join()
+                    replace(worker, _death_reason(worker.process.exitcode))
+                elif file_timeout_s is not None and now - worker.started > file_timeout_s:
+                    replace(worker, f"timed out after {file_timeout_s:g} s (its worker process was stopped)")
+            while next_index in done:
+                yield done.pop(next_index)
+                next_index += 1
+    finally:
+        for worker in pool:
+            worker.stop(kill=next_index < len(ids))
 
 
 def process_many(
@@ -121,19 +283,94 @@ def process_many(
     image_size: int,
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     workers: int = 0,
+    rsna_pixel_fix: str = "auto",
+    file_timeout_s: float | None = None,
 ) -> Iterator[FileResult]:
-    """Process IDs across ``workers`` processes (0 = all cores), yielding results in input order.
+    """Process IDs across ``workers`` processes (0 = all cores), yielding one result per ID in input order.
 
-    Results stream back in chunks, so memory stays flat however many files there are.
+    With ``file_timeout_s`` every file is processed in a worker process, so a decoder that hangs or
+    crashes costs that file (quarantined with the reason), never the run. Without it, one worker (or
+    fewer files than two per worker) runs in this process. Results stream back as they are ready, so
+    memory stays flat however many files there are.
     """
-    job = _Job(str(dicom_dir), str(png_dir), int(image_size), tuple(windows))
+    if rsna_pixel_fix not in RSNA_PIXEL_FIX_MODES:
+        raise ValueError(f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}")
+    if file_timeout_s is not None and not file_timeout_s > 0:
+        raise ValueError(f"file_timeout_s must be > 0 seconds (or None for no limit). Received: {file_timeout_s}")
+    job = _Job(str(dicom_dir), str(png_dir), int(image_size), tuple(windows), rsna_pixel_fix)
     Path(png_dir).mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     ids = list(image_ids)
-    if workers == 1 or len(ids) < 2 * workers:
+    if file_timeout_s is None and (workers == 1 or len(ids) < 2 * workers):
         for image_id in ids:
             yield process_file(image_id, job)
         return
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        yield from pool.imap(_process_in_worker, ids, chunksize=16)
+    yield from _process_isolated(ids, job, workers, file_timeout_s, window=64 * workers)
+
+
+@dataclass(frozen=True)
+class PreprocessOutcome:
+    """What the preprocess stage writes: ``metadata`` (``METADATA_COLUMNS``, one row per PNG),
+    ``quarantine`` (``ID,reason``: unusable files, then the sample stage's label problems), the
+    ``metrics`` summary, and ``reasons`` (count per reason of the unusable files)."""
+
+    metadata: pd.DataFrame
+    quarantine: pd.DataFrame
+    metrics: dict[str, object]
+    reasons: Counter
+
+
+def collect_outcome(
+    results: Iterable[FileResult], images: int, label_rejects: pd.DataFrame, key: bytes | None = None
+) -> PreprocessOutcome:
+    """Gather the per-file results into the stage's tables.
+
+    Args:
+        results: one :class:`FileResult` per sampled image.
+        images: how many images were sampled (for the quarantined fraction).
+        label_rejects: the sample stage's rejects (``ID,reason``), listed as ``labels: <reason>``.
+        key: pseudonym key; when given, ``PSEUDONYMIZED_COLUMNS`` are replaced by keyed pseudonyms.
+    """
+    metadata: list[dict[str, object]] = []
+    quarantine: list[dict[str, str]] = []
+    for result in results:
+        if result.metadata is not None:
+            row = dict(result.metadata)
+            if key is not None:
+                row.update({column: pseudonym(str(row[column]), key) for column in PSEUDONYMIZED_COLUMNS})
+            metadata.append(row)
+        else:
+            quarantine.append({"ID": result.image_id, "reason": str(result.reason)})
+    # Rows the sample stage rejected (bad IDs, conflicting labels) are unusable images too.
+    label_problems = label_rejects.assign(reason="labels: " + label_rejects["reason"]).drop_duplicates("ID")
+    reasons = Counter(entry["reason"] for entry in quarantine)
+    fraction = len(quarantine) / max(images, 1)
+    metrics = {
+        "images": images,
+        "png_written": len(metadata),
+        "quarantined": len(quarantine),
+        "quarantined_fraction": round(fraction, 6),
+        "label_problems": len(label_problems),
+        "top_reasons": dict(reasons.most_common(10)),
+    }
+    return PreprocessOutcome(
+        metadata=pd.DataFrame(metadata, columns=list(METADATA_COLUMNS)),
+        quarantine=pd.concat([pd.DataFrame(quarantine, columns=["ID", "reason"]), label_problems]),
+        metrics=metrics,
+        reasons=reasons,
+    )
+
+
+def quarantine_failure(outcome: PreprocessOutcome, max_quarantine_fraction: float, quarantine_csv: str) -> str | None:
+    """The stage's error message when more than ``max_quarantine_fraction`` of the images are unusable, else None."""
+    quarantined, images = outcome.metrics["quarantined"], outcome.metrics["images"]
+    fraction = quarantined / max(images, 1)  # type: ignore[operator]
+    if fraction <= max_quarantine_fraction:
+        return None
+    common = "; ".join(f"{count} x {reason}" for reason, count in outcome.reasons.most_common(3))
+    return (
+        f"{quarantined} of {images} sampled images ({fraction:.1%}) could not be used, more than "
+        f"`preprocess.max_quarantine_fraction` = {max_quarantine_fraction:.1%}. Most common: {common}. "
+        f"Check that `data.dicom_dir` is the folder of <ID>.dcm files that `data.labels_csv` describes "
+        f"(on RSNA: stage_2_train/ with stage_2_train.csv). Every image and reason is in {quarantine_csv}."
+    )

@@ -1,8 +1,9 @@
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from ich.augment import build_pipeline, plan_copies
+from ich.augment import build_pipeline, plan_copies, write_augmented
 from ich.params import AugmentParams
 from ich.labels import LABELS, is_valid_id
 
@@ -50,3 +51,27 @@ def test_params_are_validated():
         AugmentParams(**{**PARAMS, "hflip_p": 1.5})
     with pytest.raises(ValueError, match="blur_limit"):
         AugmentParams(**{**PARAMS, "blur_limit": 4})
+
+
+def test_write_augmented_reads_transforms_and_writes_each_copy(tmp_path):
+    png_dir, output = tmp_path / "png", tmp_path / "augmented"
+    png_dir.mkdir()
+    output.mkdir()
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    image[..., 0], image[0, :, 1] = 200, 50  # red everywhere, a green top row
+    cv2.imwrite(str(png_dir / "ID_0a.png"), image[..., ::-1])  # OpenCV writes BGR
+
+    def upside_down(image):
+        return {"image": image[::-1]}
+
+    written = write_augmented([("ID_0a", "ID_0a_aug1"), ("ID_0a", "ID_0a_aug2")], png_dir, output, upside_down)
+    assert written == 2
+    assert sorted(path.name for path in output.iterdir()) == ["ID_0a_aug1.png", "ID_0a_aug2.png"]
+    copy = cv2.imread(str(output / "ID_0a_aug1.png"))[..., ::-1]
+    assert copy[..., 0].tolist() == [[200] * 8] * 8
+    assert copy[7, :, 1].tolist() == [50] * 8 and copy[:7, :, 1].max() == 0  # the green row is now at the bottom
+
+
+def test_write_augmented_names_a_missing_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"ID_0b\.png.*rerun `dvc repro preprocess`"):
+        write_augmented([("ID_0b", "ID_0b_aug1")], tmp_path, tmp_path, lambda image: {"image": image})

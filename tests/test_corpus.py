@@ -25,7 +25,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from ich.dicom import PSEUDONYM_KEY_ENV
+from ich.pseudonyms import PSEUDONYM_KEY_ENV
 from ich.preprocess import process_many
 from ich.windows import compose_rgb
 from tests.helpers import write_long_csv

@@ -64,3 +64,19 @@ def test_value_checks_name_the_key_and_the_value():
     model = {**load_params("params.yaml")["model"], "convnext": "convnext_huge"}
     with pytest.raises(ParamsError, match="`model.convnext`: must be one of convnext_atto, convnext_tiny"):
         section({"model": model}, "model", ModelParams)
+
+
+def _preprocess(**changes):
+    values = {**load_params("params.yaml")["preprocess"], **changes}
+    return section({"preprocess": values}, "preprocess", PreprocessParams)
+
+
+def test_preprocess_rsna_fix_and_file_timeout():
+    assert _preprocess().rsna_pixel_fix == "auto" and _preprocess().file_timeout_s == 60.0
+    assert _preprocess(rsna_pixel_fix="off").rsna_pixel_fix == "off"
+    with pytest.raises(ParamsError, match=r"`preprocess.rsna_pixel_fix`: Input should be 'auto' or 'off'. Received: 'always'"):
+        _preprocess(rsna_pixel_fix="always")
+    with pytest.raises(ParamsError, match=r"`preprocess.file_timeout_s`: Input should be greater than 0"):
+        _preprocess(file_timeout_s=0)
+    with pytest.raises(ParamsError, match="`preprocess.file_timeout_s`: Input should be a valid number"):
+        _preprocess(file_timeout_s="1 min")

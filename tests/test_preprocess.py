@@ -1,9 +1,18 @@
+import hashlib
+import multiprocessing
+import os
+import signal
+import time
+
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
-from ich.dicom import read_ct_slice
-from ich.preprocess import encode_png, process_many, render_rgb
+import ich.preprocess
+from ich.dicom import CtSlice, read_ct_slice
+from ich.preprocess import FileResult, collect_outcome, encode_png, process_many, quarantine_failure
+from ich.rendering import render_rgb
 from ich.windows import compose_rgb
 from tests.helpers import ct_dicom_bytes
 
@@ -58,3 +67,116 @@ def test_process_many_writes_pngs_and_quarantines_with_reasons(tmp_path, workers
     assert reasons["ID_ffff"].startswith("file missing")
     assert reasons["ID_../../etc"].startswith("invalid image ID")
     assert not (tmp_path / "etc.png").exists()
+
+
+def test_render_of_a_huge_value_range_windows_each_pixel():
+    # 2 million distinct stored values (damaged 32-bit data): no lookup table, the same window arithmetic.
+    # HU -1024, 1998976, 40, 0 -> blood (80/200, from -20): 0, 255, 76.5 -> 76, 25.5 -> 26 (half to even);
+    # brain (40/80, from 0): 0, 255, 127.5 -> 128, 0; bone (600/2800, from -800): 0, 255, 76.5 -> 76, 72.9 -> 73.
+    ct = CtSlice(np.array([[0, 2_000_000], [1064, 1024]], dtype=np.int32), 1.0, -1024.0, {})
+    assert render_rgb(ct, 2).tolist() == [[[0, 0, 0], [255, 255, 255]], [[76, 128, 76], [26, 0, 73]]]
+
+
+def _good_dicoms(dicom_dir, count):
+    dicom_dir.mkdir()
+    ids = [f"ID_{index:04x}" for index in range(count)]
+    for image_id in ids:
+        (dicom_dir / f"{image_id}.dcm").write_bytes(ct_dicom_bytes(np.arange(256).reshape(16, 16) + 900))
+    return ids
+
+
+def test_a_hanging_or_dying_decoder_costs_only_its_file(tmp_path, monkeypatch):
+    ids = _good_dicoms(tmp_path / "dicom", 40)
+    hang, exits, segfaults = ids[5], ids[12], ids[30]
+    real_reader = ich.preprocess.read_ct_slice
+
+    def planted_reader(data, image_id, *args):
+        if image_id == hang:
+            time.sleep(600)
+        elif image_id == exits:
+            os._exit(3)
+        elif image_id == segfaults:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real_reader(data, image_id, *args)
+
+    # Worker processes are forked from this one, so they run the planted reader.
+    monkeypatch.setattr(ich.preprocess, "read_ct_slice", planted_reader)
+    start = time.monotonic()
+    arrivals = []
+    results = []
+    for result in process_many(ids, tmp_path / "dicom", tmp_path / "png", 8, workers=2, file_timeout_s=1.5):
+        arrivals.append(time.monotonic() - start)
+        results.append(result)
+    elapsed = time.monotonic() - start
+
+    assert [result.image_id for result in results] == ids
+    reasons = {result.image_id: result.reason for result in results if result.reason}
+    assert reasons == {
+        hang: "timed out after 1.5 s (its worker process was stopped)",
+        exits: "the worker process died while processing this file (exit code 3)",
+        segfaults: "the worker process died while processing this file (killed by SIGSEGV)",
+    }
+    assert sorted(path.stem for path in (tmp_path / "png").glob("*.png")) == sorted(set(ids) - set(reasons))
+    assert 1.5 <= elapsed < 30
+    assert max(arrivals[:5]) < 1.5  # results before the hanging file streamed out while it hung
+    assert not multiprocessing.active_children()  # every worker, replaced ones included, was reaped
+
+
+def test_without_a_time_limit_one_worker_runs_in_this_process(tmp_path, monkeypatch):
+    ids = _good_dicoms(tmp_path / "dicom", 3)
+    seen = []
+    real_reader = ich.preprocess.read_ct_slice
+    monkeypatch.setattr(ich.preprocess, "read_ct_slice", lambda data, image_id, *args: (seen.append(os.getpid()), real_reader(data, image_id, *args))[1])
+    assert all(result.reason is None for result in process_many(ids, tmp_path / "dicom", tmp_path / "png", 8, workers=1))
+    assert seen == [os.getpid()] * 3
+
+
+def test_process_many_checks_its_options(tmp_path):
+    with pytest.raises(ValueError, match="auto, off"):
+        list(process_many(["ID_0a"], tmp_path, tmp_path / "png", 8, rsna_pixel_fix="yes"))
+    with pytest.raises(ValueError, match="file_timeout_s must be > 0"):
+        list(process_many(["ID_0a"], tmp_path, tmp_path / "png", 8, file_timeout_s=0))
+
+
+def _results():
+    metadata = {"ID": "ID_01", "PatientID": "ID_p1", "StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.2.3",
+                "position_z": 1.5, "rows": 16, "columns": 16}
+    return [
+        FileResult("ID_01", metadata, None),
+        FileResult("ID_02", None, "blank image (all pixels have the same value)"),
+        FileResult("ID_03", None, "blank image (all pixels have the same value)"),
+        FileResult("ID_04", None, "file missing: no <ID>.dcm in data.dicom_dir"),
+    ]
+
+
+def test_collect_outcome_builds_the_stage_tables():
+    rejects = pd.DataFrame({"ID": ["ID_09", "ID_09"], "reason": ["conflicting labels", "conflicting labels"]})
+    outcome = collect_outcome(_results(), 4, rejects)
+    assert outcome.metadata.to_dict("records") == [_results()[0].metadata]
+    assert outcome.quarantine.values.tolist() == [
+        ["ID_02", "blank image (all pixels have the same value)"],
+        ["ID_03", "blank image (all pixels have the same value)"],
+        ["ID_04", "file missing: no <ID>.dcm in data.dicom_dir"],
+        ["ID_09", "labels: conflicting labels"],
+    ]
+    assert outcome.metrics == {
+        "images": 4, "png_written": 1, "quarantined": 3, "quarantined_fraction": 0.75, "label_problems": 1,
+        "top_reasons": {"blank image (all pixels have the same value)": 2, "file missing: no <ID>.dcm in data.dicom_dir": 1},
+    }
+    assert quarantine_failure(outcome, 0.75, "q.csv") is None
+    message = quarantine_failure(outcome, 0.5, "q.csv")
+    assert "3 of 4 sampled images (75.0%)" in message and "max_quarantine_fraction` = 50.0%" in message
+    assert "2 x blank image" in message and "data.dicom_dir" in message and "q.csv" in message
+
+
+def test_collect_outcome_pseudonymizes_identifiers():
+    key = b"k" * 32
+    outcome = collect_outcome(_results(), 4, pd.DataFrame(columns=["ID", "reason"]), key=key)
+    row = outcome.metadata.iloc[0]
+    # HMAC-SHA256 written out (RFC 2104) with hashlib: H((K ^ opad) || H((K ^ ipad) || message)).
+    block = key.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + b"ID_p1").digest()
+    expected = "P" + hashlib.sha256(bytes(b ^ 0x5C for b in block) + inner).hexdigest()[:24]
+    assert row["PatientID"] == expected
+    assert row["StudyInstanceUID"].startswith("P") and row["StudyInstanceUID"] != "1.2"
+    assert row["ID"] == "ID_01" and row["rows"] == 16
