@@ -22,6 +22,7 @@ __all__ = [
     "section",
     "DataParams",
     "SynthesizeParams",
+    "IndexParams",
     "SampleParams",
     "CopyParams",
     "WindowParams",
@@ -139,9 +140,20 @@ class SynthesizeParams(_Section):
         return weights
 
 
+class IndexParams(_Section):
+    """`index`: the header scan of every labelled DICOM."""
+
+    workers: int = Field(ge=0)  # processes; 0 = all cores
+    # Replace PatientID and the Study/Series UIDs by keyed hashes (secret in ICH_PSEUDONYM_KEY).
+    pseudonymize_ids: bool
+
+
 class SampleParams(_Section):
+    """`sample`: the balanced training set (whole series) and how val/test are drawn."""
+
     per_label: int = Field(gt=0)
     seed: int
+    holdout: Literal["natural", "enriched"]
 
 
 class CopyParams(_Section):
@@ -161,7 +173,6 @@ class PreprocessParams(_Section):
     windows: tuple[WindowParams, WindowParams, WindowParams]
     max_quarantine_fraction: float = Field(ge=0.0, le=1.0)
     workers: int = Field(ge=0)  # 0 = all cores
-    pseudonymize_ids: bool
     rsna_pixel_fix: Literal["auto", "off"]
     file_timeout_s: float = Field(gt=0)  # seconds one file may take before it is quarantined
 
@@ -182,6 +193,8 @@ class SplitParams(_Section):
     train_fraction: float = Fraction
     val_fraction: float = Fraction
     test_fraction: float = Fraction
+    max_val_series: int | None = Field(ge=1)  # null: every series of the validation patients
+    max_test_series: int | None = Field(ge=1)
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitParams:

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ich.dicom import METADATA_COLUMNS, RSNA_PIXEL_FIX_MODES, UnusableSlice, read_ct_slice
+from ich.dicom import RSNA_PIXEL_FIX_MODES, UnusableSlice, read_ct_slice
 from ich.files import atomic_write_bytes, image_path
-from ich.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
+from ich.labels import LABELS
 from ich.rendering import render_rgb
 from ich.windows import DEFAULT_WINDOWS, Window
 
@@ -27,6 +27,7 @@ __all__ = [
     "FileResult",
     "process_file",
     "process_many",
+    "SPLIT_COLUMNS",
     "PreprocessOutcome",
     "collect_outcome",
     "quarantine_failure",
@@ -308,68 +309,64 @@ def process_many(
     yield from _process_isolated(ids, job, workers, file_timeout_s, window=64 * workers)
 
 
+#: Columns of the per-split tables ``data/split/{train,val,test}.csv`` (the contract's, plus where each slice lies).
+SPLIT_COLUMNS: tuple[str, ...] = ("ID", *LABELS, "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "position_z")
+
+
 @dataclass(frozen=True)
 class PreprocessOutcome:
-    """What the preprocess stage writes: ``metadata`` (``METADATA_COLUMNS``, one row per PNG),
-    ``quarantine`` (``ID,reason``: unusable files, then the sample stage's label problems), the
-    ``metrics`` summary, and ``reasons`` (count per reason of the unusable files)."""
+    """What the preprocess stage writes: ``tables`` (per split, the processed images in
+    :data:`SPLIT_COLUMNS`, sorted by ID), ``quarantine`` (``ID,reason``: the index stage's entries, then
+    this stage's unusable files), the ``metrics`` summary, and ``reasons`` (count per reason of this
+    stage's unusable files)."""
 
-    metadata: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
     quarantine: pd.DataFrame
     metrics: dict[str, object]
     reasons: Counter
 
 
-def collect_outcome(
-    results: Iterable[FileResult], images: int, label_rejects: pd.DataFrame, key: bytes | None = None
-) -> PreprocessOutcome:
+def collect_outcome(results: Iterable[FileResult], sampled: pd.DataFrame, earlier: pd.DataFrame) -> PreprocessOutcome:
     """Gather the per-file results into the stage's tables.
 
     Args:
-        results: one :class:`FileResult` per sampled image.
-        images: how many images were sampled (for the quarantined fraction).
-        label_rejects: the sample stage's rejects (``ID,reason``), listed as ``labels: <reason>``.
-        key: pseudonym key; when given, ``PSEUDONYMIZED_COLUMNS`` are replaced by keyed pseudonyms.
+        results: one :class:`FileResult` per row of ``sampled``.
+        sampled: the sample stage's table (``ID``, labels, patient/study/series, ``position_z``, ``split``).
+        earlier: the quarantine so far (``ID,reason``; the index stage's label and file problems).
     """
-    metadata: list[dict[str, object]] = []
-    quarantine: list[dict[str, str]] = []
-    for result in results:
-        if result.metadata is not None:
-            row = dict(result.metadata)
-            if key is not None:
-                row.update({column: pseudonym(str(row[column]), key) for column in PSEUDONYMIZED_COLUMNS})
-            metadata.append(row)
-        else:
-            quarantine.append({"ID": result.image_id, "reason": str(result.reason)})
-    # Rows the sample stage rejected (bad IDs, conflicting labels) are unusable images too.
-    label_problems = label_rejects.assign(reason="labels: " + label_rejects["reason"]).drop_duplicates("ID")
+    quarantine = [{"ID": result.image_id, "reason": str(result.reason)} for result in results if result.metadata is None]
+    unusable = {entry["ID"] for entry in quarantine}
+    processed = sampled[~sampled["ID"].isin(unusable)].sort_values("ID")
+    tables = {name: processed[processed["split"] == name][list(SPLIT_COLUMNS)] for name in ("train", "val", "test")}
     reasons = Counter(entry["reason"] for entry in quarantine)
-    fraction = len(quarantine) / max(images, 1)
+    fraction = len(quarantine) / max(len(sampled), 1)
     metrics = {
-        "images": images,
-        "png_written": len(metadata),
+        "images": int(len(sampled)),
+        "png_written": int(len(processed)),
         "quarantined": len(quarantine),
         "quarantined_fraction": round(fraction, 6),
-        "label_problems": len(label_problems),
+        "quarantined_before": int(len(earlier)),
         "top_reasons": dict(reasons.most_common(10)),
+        **{name: int(len(table)) for name, table in tables.items()},
     }
     return PreprocessOutcome(
-        metadata=pd.DataFrame(metadata, columns=list(METADATA_COLUMNS)),
-        quarantine=pd.concat([pd.DataFrame(quarantine, columns=["ID", "reason"]), label_problems]),
+        tables=tables,
+        quarantine=pd.concat([earlier[["ID", "reason"]], pd.DataFrame(quarantine, columns=["ID", "reason"])], ignore_index=True),
         metrics=metrics,
         reasons=reasons,
     )
 
 
-def quarantine_failure(outcome: PreprocessOutcome, max_quarantine_fraction: float, quarantine_csv: str) -> str | None:
+def quarantine_failure(
+    quarantined: int, images: int, reasons: Counter, max_quarantine_fraction: float, quarantine_csv: str, what: str = "sampled images"
+) -> str | None:
     """The stage's error message when more than ``max_quarantine_fraction`` of the images are unusable, else None."""
-    quarantined, images = outcome.metrics["quarantined"], outcome.metrics["images"]
-    fraction = quarantined / max(images, 1)  # type: ignore[operator]
+    fraction = quarantined / max(images, 1)
     if fraction <= max_quarantine_fraction:
         return None
-    common = "; ".join(f"{count} x {reason}" for reason, count in outcome.reasons.most_common(3))
+    common = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
     return (
-        f"{quarantined} of {images} sampled images ({fraction:.1%}) could not be used, more than "
+        f"{quarantined} of {images} {what} ({fraction:.1%}) could not be used, more than "
         f"`preprocess.max_quarantine_fraction` = {max_quarantine_fraction:.1%}. Most common: {common}. "
         f"Check that `data.dicom_dir` is the folder of <ID>.dcm files that `data.labels_csv` describes "
         f"(on RSNA: stage_2_train/ with stage_2_train.csv). Every image and reason is in {quarantine_csv}."

@@ -9,9 +9,11 @@ import pandas as pd
 
 from ich.labels import LABELS
 
-__all__ = ["SPLITS", "grouped_stratified_split"]
+__all__ = ["SPLITS", "UNUSED", "patient_groups", "grouped_stratified_split", "cap_series", "assign_splits", "split_summary"]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: The split of held-out images left out by a cap on the number of validation or test series.
+UNUSED = "unused"
 
 
 def grouped_stratified_split(
@@ -70,3 +72,65 @@ def grouped_stratified_split(
         current[best] += group_counts
     mapping = dict(zip(per_group.index, np.asarray(SPLITS)[assignment]))
     return groups.map(mapping).rename("split")
+
+
+def patient_groups(frame: pd.DataFrame) -> pd.Series:
+    """The group of each image for the split: its ``PatientID``; without one, its series (never the single
+    image, whose neighbours would land in other splits); without either, the image itself."""
+    patient = frame["PatientID"].fillna("").astype(str)
+    series = frame["SeriesInstanceUID"].fillna("").astype(str)
+    return patient.where(patient != "", ("series:" + series).where(series != "", "image:" + frame["ID"].astype(str)))
+
+
+def cap_series(frame: pd.DataFrame, max_series: int | None, seed: int, series_column: str = "SeriesInstanceUID") -> pd.Index:
+    """The index of the rows of at most ``max_series`` whole series of ``frame``, chosen uniformly at random
+    (never by label); ``None`` keeps every row."""
+    series = np.sort(frame[series_column].astype(str).unique())
+    if max_series is None or len(series) <= max_series:
+        return frame.index
+    kept = np.random.default_rng(seed).choice(series, size=max_series, replace=False)
+    return frame.index[frame[series_column].astype(str).isin(kept).to_numpy()]
+
+
+def assign_splits(
+    index: pd.DataFrame,
+    fractions: Sequence[float],
+    seed: int,
+    max_val_series: int | None = None,
+    max_test_series: int | None = None,
+) -> pd.Series:
+    """Every indexed image's split, before any sampling: patients go whole to train, val or test
+    (:func:`grouped_stratified_split` over all six labels), so val and test hold whole series at the
+    prevalence of the data. A cap on val or test series keeps that many series, chosen at random by
+    ``seed``; the rest of those patients' images are :data:`UNUSED` (never trained on).
+
+    Args:
+        index: one row per image: ``ID``, ``PatientID``, ``SeriesInstanceUID`` and the label columns.
+
+    Returns:
+        A Series aligned with ``index``: ``train``, ``val``, ``test`` or ``unused``.
+    """
+    frame = index.assign(_group=patient_groups(index).to_numpy())
+    assignment = grouped_stratified_split(frame, fractions, seed, group_column="_group").astype(object)
+    for offset, (name, cap) in enumerate((("val", max_val_series), ("test", max_test_series))):
+        held_out = frame[assignment.to_numpy() == name]
+        kept = cap_series(held_out, cap, seed + 1 + offset)
+        assignment[held_out.index.difference(kept)] = UNUSED
+    return assignment.rename("split")
+
+
+def split_summary(frame: pd.DataFrame, split: pd.Series, labels: Sequence[str] = LABELS) -> dict[str, dict[str, object]]:
+    """Per split: images, patients, series, positives and prevalence per label (for the stage's metrics)."""
+    summary: dict[str, dict[str, object]] = {}
+    for name in (*SPLITS, UNUSED):
+        part = frame[split.to_numpy() == name]
+        if name == UNUSED and part.empty:
+            continue
+        summary[name] = {
+            "images": int(len(part)),
+            "patients": int(part["PatientID"].nunique()),
+            "series": int(part["SeriesInstanceUID"].nunique()),
+            **{f"positive_{label}": int(part[label].sum()) for label in labels},
+            "prevalence": {label: round(float(part[label].mean()), 4) if len(part) else None for label in labels},
+        }
+    return summary

@@ -1,4 +1,5 @@
-"""Stage `preprocess`: DICOM -> HU -> 3 windows -> RGB PNG at `preprocess.image_size`, plus metadata and quarantine."""
+"""Stage `preprocess`: DICOM -> HU -> 3 windows -> RGB PNG at `preprocess.image_size`; the per-split tables of the
+processed images; every unusable image in the quarantine list."""
 
 from __future__ import annotations
 
@@ -7,45 +8,38 @@ import logging
 import pandas as pd
 from tqdm import tqdm
 
-from ich.runner import StageError, run_stage
 from ich.files import prepare_output_dir, write_csv, write_json
+from ich.index import read_index
 from ich.params import PreprocessParams, load_params, section
 from ich.preprocess import collect_outcome, process_many, quarantine_failure
-from ich.pseudonyms import pseudonym_key
+from ich.runner import StageError, run_stage
 from ich.windows import windows_from_params
 
-SAMPLED = "data/sampled.csv"
-REJECTS = "data/sample_rejects.csv"
-DICOM_DIR = "data/dicom"
-PNG_DIR = "data/png"
-METADATA = "data/metadata.csv"
-QUARANTINE = "data/quarantine.csv"
-METRICS = "metrics/preprocess.json"
-
-logger = logging.getLogger("ich")
+SAMPLED, INDEX_QUARANTINE, DICOM_DIR = "data/sampled.csv", "data/index_quarantine.csv", "data/dicom"
+PNG_DIR, SPLIT_DIR, QUARANTINE, METRICS = "data/png", "data/split", "data/quarantine.csv", "metrics/preprocess.json"
 
 
 def main() -> None:
     params = section(load_params(), "preprocess", PreprocessParams)
-    key = pseudonym_key(params.pseudonymize_ids)
-    windows = windows_from_params(params.window_dicts())
-    ids = pd.read_csv(SAMPLED, usecols=["ID"], dtype=str)["ID"].tolist()
+    sampled = read_index(SAMPLED)
     output = prepare_output_dir(PNG_DIR)
     results = process_many(
-        ids, DICOM_DIR, output, params.image_size, windows, params.workers,
-        rsna_pixel_fix=params.rsna_pixel_fix, file_timeout_s=params.file_timeout_s,
+        sampled["ID"].tolist(), DICOM_DIR, output, params.image_size, windows_from_params(params.window_dicts()),
+        params.workers, rsna_pixel_fix=params.rsna_pixel_fix, file_timeout_s=params.file_timeout_s,
     )
-    progress = tqdm(results, total=len(ids), desc="preprocess", unit="img", mininterval=1.0)
-    rejects = pd.read_csv(REJECTS, dtype=str, keep_default_na=False)
-    outcome = collect_outcome(progress, len(ids), rejects, key)
+    progress = tqdm(results, total=len(sampled), desc="preprocess", unit="img", mininterval=1.0)
+    outcome = collect_outcome(progress, sampled, pd.read_csv(INDEX_QUARANTINE, dtype=str, keep_default_na=False))
     write_csv(outcome.quarantine, QUARANTINE)
-    write_csv(outcome.metadata, METADATA)
+    for name, table in outcome.tables.items():
+        write_csv(table, f"{SPLIT_DIR}/{name}.csv")
     write_json(outcome.metrics, METRICS)
-    failure = quarantine_failure(outcome, params.max_quarantine_fraction, QUARANTINE)
+    failure = quarantine_failure(
+        outcome.metrics["quarantined"], len(sampled), outcome.reasons, params.max_quarantine_fraction, QUARANTINE
+    )
     if failure:
         raise StageError(failure)
-    logger.info(
-        "preprocess: %d PNGs -> %s, %d quarantined (%s)", len(outcome.metadata), output, outcome.metrics["quarantined"],
+    logging.getLogger("ich").info(
+        "preprocess: %d PNGs -> %s, %d quarantined (%s)", outcome.metrics["png_written"], output, outcome.metrics["quarantined"],
         ", ".join(f"{count} {reason}" for reason, count in outcome.reasons.most_common(3)) or "none",
     )
 

@@ -1,40 +1,37 @@
-"""Stage `sample`: RSNA long CSV -> wide table -> ~`sample.per_label` images per label."""
+"""Stage `sample`: the balanced training set by whole series from the training patients; val and test whole."""
 
 from __future__ import annotations
 
 import logging
 
+import pandas as pd
+
 from ich.files import write_csv, write_json
-from ich.labels import LABELS, parse_long_csv, sample_balanced
-from ich.params import DataParams, SampleParams, load_params, section
+from ich.index import read_index
+from ich.labels import LABELS
+from ich.params import SampleParams, load_params, section
 from ich.runner import StageError, run_stage
+from ich.sample import select_images
 
-SAMPLED = "data/sampled.csv"
-REJECTS = "data/sample_rejects.csv"
-METRICS = "metrics/sample.json"
-
-logger = logging.getLogger("ich")
+INDEX, ASSIGNMENT, SAMPLED, METRICS = "data/index.csv", "data/split_assignment.csv", "data/sampled.csv", "metrics/sample.json"
 
 
 def main() -> None:
-    params = load_params()
-    data = section(params, "data", DataParams)
-    sample = section(params, "sample", SampleParams)
-    parsed = parse_long_csv(data.labels_csv)
-    if parsed.wide.empty:
-        raise StageError(
-            f"No usable image in {data.labels_csv!r} ({len(parsed.rejected)} problem rows, see {REJECTS}). "
-            "Check `data.labels_csv`."
-        )
-    sampled = sample_balanced(parsed.wide, sample.per_label, sample.seed)
-    write_csv(sampled, SAMPLED)
-    write_csv(parsed.rejected, REJECTS)
-    metrics = {**parsed.counts, "images_sampled": len(sampled)}
-    metrics.update({f"sampled_{label}": int(sampled[label].sum()) for label in LABELS})
+    params = section(load_params(), "sample", SampleParams)
+    frame = read_index(INDEX).merge(pd.read_csv(ASSIGNMENT, dtype=str), on="ID", how="inner", validate="one_to_one")
+    selected = select_images(frame, params.per_label, params.seed, params.holdout)
+    if not (selected["split"] == "train").any():
+        raise StageError("No training image was sampled; raise `sample.per_label` or `split.train_fraction`.")
+    write_csv(selected, SAMPLED)
+    metrics = {
+        name: {"images": int(len(part)), "series": int(part["SeriesInstanceUID"].nunique()),
+               **{f"positive_{label}": int(part[label].sum()) for label in LABELS}}
+        for name, part in selected.groupby("split")
+    }
     write_json(metrics, METRICS)
-    if len(parsed.rejected):
-        logger.warning("sample: %d problem rows/images reported in %s", len(parsed.rejected), REJECTS)
-    logger.info("sample: %d of %d valid images sampled -> %s", len(sampled), len(parsed.wide), SAMPLED)
+    logging.getLogger("ich").info(
+        "sample: %s -> %s", ", ".join(f"{name} {part['images']} images" for name, part in metrics.items()), SAMPLED
+    )
 
 
 if __name__ == "__main__":

@@ -1,48 +1,33 @@
-"""Stage `split`: patient-grouped, multi-label-stratified train/val/test CSVs."""
+"""Stage `split`: every indexed image to train, val or test by patient, stratified over the six labels, before any sampling."""
 
 from __future__ import annotations
 
 import logging
 
-import pandas as pd
-
 from ich.files import write_csv, write_json
-from ich.labels import LABELS
+from ich.index import read_index
 from ich.params import SplitParams, load_params, section
 from ich.runner import StageError, run_stage
-from ich.split import SPLITS, grouped_stratified_split
+from ich.split import assign_splits, split_summary
 
-SAMPLED = "data/sampled.csv"
-METADATA = "data/metadata.csv"
-OUTPUT_DIR = "data/split"
-METRICS = "metrics/split.json"
-COLUMNS = ["ID", *LABELS, "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "position_z"]
-
-logger = logging.getLogger("ich")
+INDEX, ASSIGNMENT, METRICS = "data/index.csv", "data/split_assignment.csv", "metrics/split.json"
 
 
 def main() -> None:
     params = section(load_params(), "split", SplitParams)
-    labels = pd.read_csv(SAMPLED, dtype={"ID": str})
-    metadata = pd.read_csv(METADATA, dtype={"ID": str, "PatientID": str, "StudyInstanceUID": str, "SeriesInstanceUID": str}, keep_default_na=False, na_values={"position_z": [""]})
-    frame = labels.merge(metadata, on="ID", how="inner", validate="one_to_one")
-    if frame.empty:
-        raise StageError(f"No preprocessed image to split: {METADATA} and {SAMPLED} share no ID.")
-    # Without a PatientID the series is the safest group we have (never the single image).
-    frame["PatientID"] = frame["PatientID"].where(frame["PatientID"] != "", "series:" + frame["SeriesInstanceUID"])
+    index = read_index(INDEX)
+    if index.empty:
+        raise StageError(f"{INDEX} holds no image; check `data.labels_csv` and `data.dicom_dir`.")
     fractions = (params.train_fraction, params.val_fraction, params.test_fraction)
-    assignment = grouped_stratified_split(frame, fractions, params.seed)
-    metrics: dict[str, object] = {}
-    for name in SPLITS:
-        part = frame[assignment == name].sort_values("ID")[COLUMNS]
-        write_csv(part, f"{OUTPUT_DIR}/{name}.csv")
-        metrics[name] = {
-            "images": len(part),
-            "patients": int(part["PatientID"].nunique()),
-            **{f"positive_{label}": int(part[label].sum()) for label in LABELS},
-        }
-        logger.info("split: %s %d images, %d patients", name, len(part), part["PatientID"].nunique())
-    write_json(metrics, METRICS)
+    split = assign_splits(index, fractions, params.seed, params.max_val_series, params.max_test_series)
+    write_csv(index[["ID"]].assign(split=split.to_numpy()), ASSIGNMENT)
+    summary = split_summary(index, split)
+    write_json(summary, METRICS)
+    for name, part in summary.items():
+        logging.getLogger("ich").info(
+            "split: %s %d images, %d series, %d patients (any %.1f %%)",
+            name, part["images"], part["series"], part["patients"], 100 * (part["prevalence"]["any"] or 0),
+        )
 
 
 if __name__ == "__main__":

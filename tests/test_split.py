@@ -53,3 +53,35 @@ def test_deterministic_by_seed_and_order_independent():
 def test_fractions_must_sum_to_one():
     with pytest.raises(ValueError, match="summing to 1"):
         grouped_stratified_split(_frame(patients=5), (0.5, 0.1, 0.1), seed=0)
+
+
+def _index():
+    rows = []
+    for patient in range(40):
+        for series in range(1 + patient % 2):  # every second patient has two series
+            for position in range(4):
+                labels = {label: 0 for label in LABELS}
+                if patient % 5 == 0 and position in (1, 2):
+                    labels["any"] = labels[("subdural", "epidural", "subarachnoid", "intraventricular", "intraparenchymal")[patient % 4]] = 1
+                rows.append({"ID": f"ID_{patient:02x}{series}{position}", "PatientID": f"P{patient}" if patient < 38 else "",
+                             "SeriesInstanceUID": f"S{patient}.{series}", **labels})
+    return pd.DataFrame(rows)
+
+
+def test_assignment_keeps_patients_whole_and_caps_held_out_series():
+    from ich.split import UNUSED, assign_splits, patient_groups
+
+    index = _index()
+    split = assign_splits(index, (0.6, 0.2, 0.2), seed=1)
+    groups = patient_groups(index)
+    assert (groups.groupby(split.to_numpy()).apply(set).pipe(lambda sets: sum(len(s) for s in sets))) == groups.nunique()
+    assert groups[index["PatientID"] == ""].str.startswith("series:").all()  # no PatientID: grouped by series
+    capped = assign_splits(index, (0.6, 0.2, 0.2), seed=1, max_val_series=3, max_test_series=2)
+    assert index.loc[capped.to_numpy() == "val", "SeriesInstanceUID"].nunique() == 3
+    assert index.loc[capped.to_numpy() == "test", "SeriesInstanceUID"].nunique() == 2
+    # the cap only removes held-out series, whole; training is untouched
+    assert ((capped == "train") == (split == "train")).all()
+    dropped = index[(capped == UNUSED).to_numpy()]
+    assert set(split[dropped.index]) <= {"val", "test"}
+    kept_series = set(index.loc[capped.isin(["val", "test"]).to_numpy(), "SeriesInstanceUID"])
+    assert not kept_series & set(dropped["SeriesInstanceUID"])
