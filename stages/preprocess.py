@@ -44,7 +44,7 @@ def pseudonym_key(params: PreprocessParams) -> bytes | None:
 def main() -> None:
     params = section(load_params(), "preprocess", PreprocessParams)
     key = pseudonym_key(params)
-    windows = windows_from_params(params.windows)
+    windows = windows_from_params(params.window_dicts())
     ids = pd.read_csv(SAMPLED, usecols=["ID"], dtype=str)["ID"].tolist()
     output = prepare_output_dir(PNG_DIR)
     metadata: list[dict[str, object]] = []
