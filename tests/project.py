@@ -16,7 +16,7 @@ from harness.project import ROOT, copy_repository, stage_env
 
 __all__ = ["ROOT", "DATA_STAGES", "copy_repository", "stage_env", "run", "dvc", "lock_hashes", "kill_group", "free_ports"]
 
-DATA_STAGES = ("synthesize", "sample", "copy", "preprocess", "split")
+DATA_STAGES = ("synthesize", "index", "split", "sample", "copy", "preprocess")
 
 
 def run(args, cwd, check=True, env=None, unset=()):

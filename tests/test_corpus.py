@@ -260,22 +260,26 @@ def test_corpus_through_dvc_repro_preprocess_leaks_no_identifying_value(tmp_path
         tmp_path / "repo",
         {
             "data": {"labels_csv": str(tmp_path / "labels.csv"), "dicom_dir": str(raw)},
+            "index": {"pseudonymize_ids": True},
             "sample": {"per_label": 10_000},
-            "preprocess": {"image_size": 32, "max_quarantine_fraction": 1.0, "pseudonymize_ids": True},
+            "preprocess": {"image_size": 32, "max_quarantine_fraction": 1.0},
         },
     )
     key = "corpus-test-key-0123456789"
     result = dvc("repro", "preprocess", cwd=project, env={PSEUDONYM_KEY_ENV: key})
     log = result.stdout + result.stderr
 
-    metadata = pd.read_csv(project / "data/metadata.csv", dtype=str, keep_default_na=False)
+    metadata = pd.concat(
+        [pd.read_csv(project / f"data/split/{name}.csv", dtype=str, keep_default_na=False) for name in ("train", "val", "test")]
+    )
     quarantine = pd.read_csv(project / "data/quarantine.csv", dtype=str, keep_default_na=False)
     assert sorted(metadata["ID"].tolist() + quarantine["ID"].tolist()) == sorted(ids)
     assert {ids[image_id].name for image_id in metadata["ID"]} == DECODABLE_CT
     assert all(quarantine["reason"].str.len() > 0)
     assert sorted(path.stem for path in (project / "data/png").glob("*.png")) == sorted(metadata["ID"])
     summary = json.loads((project / "metrics/preprocess.json").read_text())
-    assert summary["png_written"] == len(DECODABLE_CT) and summary["quarantined"] == len(CORPUS) - len(DECODABLE_CT)
+    unreadable = json.loads((project / "metrics/index.json").read_text())["unreadable"]
+    assert summary["png_written"] == len(DECODABLE_CT) and summary["quarantined"] + unreadable == len(CORPUS) - len(DECODABLE_CT)
     # Same patient, same pseudonym; the 11 slices of the DICOMDIR trees come from two patients.
     assert metadata["PatientID"].str.fullmatch(r"P[0-9a-f]{24}").all()
     tiny = metadata[[ids[image_id].name.isdigit() for image_id in metadata["ID"]]]
@@ -294,9 +298,7 @@ def test_corpus_through_dvc_repro_preprocess_leaks_no_identifying_value(tmp_path
 
 
 def test_pseudonymize_without_a_key_stops_with_a_clear_error(tmp_path):
-    project = copy_repository(tmp_path, {"preprocess": {"pseudonymize_ids": True}})
-    (project / "data").mkdir()
-    (project / "data/sampled.csv").write_text("ID\n")
-    result = run([sys.executable, "-m", "stages.preprocess"], cwd=project, check=False, unset=[PSEUDONYM_KEY_ENV])
+    project = copy_repository(tmp_path, {"index": {"pseudonymize_ids": True}})
+    result = run([sys.executable, "-m", "stages.index"], cwd=project, check=False, unset=[PSEUDONYM_KEY_ENV])
     assert result.returncode == 1
     assert PSEUDONYM_KEY_ENV in result.stderr and "Traceback" not in result.stderr

@@ -353,7 +353,9 @@ def test_damaged_files_through_dvc_repro_preprocess(tmp_path):
     result = dvc("repro", "preprocess", cwd=project, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
-    metadata = pd.read_csv(project / "data/metadata.csv", dtype=str, keep_default_na=False)
+    metadata = pd.concat(  # the per-split tables: every processed image, once
+        [pd.read_csv(project / f"data/split/{name}.csv", dtype=str, keep_default_na=False) for name in ("train", "val", "test")]
+    )
     quarantine = pd.read_csv(project / "data/quarantine.csv", dtype=str, keep_default_na=False)
     pngs = {path.stem for path in (project / "data/png").glob("*.png")}
     ids = {image_id for image_id, _, _ in variants}

@@ -17,7 +17,7 @@ PARAMS = {
     "sample": {"per_label": 60},
     "preprocess": {"image_size": 64, "max_quarantine_fraction": 0.2, "workers": 1},
 }
-PREPROCESS_OUTS = ("data/png", "data/metadata.csv", "data/quarantine.csv")
+PREPROCESS_OUTS = ("data/png", "data/split", "data/quarantine.csv")
 
 
 def _hashes(project):
@@ -47,7 +47,7 @@ def test_sigkilled_preprocess_is_finished_by_the_next_repro(tmp_path):
     sampled = (project / "data/sampled.csv").read_text().count("\n") - 1
     assert 30 <= len(written) < sampled
     assert all(cv2.imread(str(path)) is not None for path in written)
-    assert not (project / "data/metadata.csv").exists() and not (project / "data/quarantine.csv").exists()
+    assert not (project / "data/split").exists() and not (project / "data/quarantine.csv").exists()
     assert "preprocess" not in yaml.safe_load((project / "dvc.lock").read_text())["stages"]
 
     result = dvc("repro", "preprocess", cwd=project)

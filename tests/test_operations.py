@@ -194,7 +194,7 @@ def test_push_and_pull_through_an_s3_server(resumed_project, s3_endpoint, tmp_pa
     run(["git", "clone", "-q", str(project), str(clone)], cwd=tmp_path)
     _configure_s3(clone, endpoint)
     dvc("pull", "-r", "s3", cwd=clone)
-    for name in ("models/model.keras", "data/metadata.csv", "data/split/test.csv"):
+    for name in ("models/model.keras", "data/index.csv", "data/split/test.csv"):
         assert (clone / name).read_bytes() == (project / name).read_bytes()
     pngs = sorted(p.name for p in (clone / "data/png").glob("*.png"))
     assert pngs == sorted(p.name for p in (project / "data/png").glob("*.png")) and pngs

@@ -26,53 +26,75 @@ TINY_PARAMS = {
 @pytest.fixture(scope="module")
 def data_project(tmp_path_factory):
     project = copy_repository(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
-    dvc("repro", "split", cwd=project)
+    dvc("repro", "preprocess", cwd=project)
     return project
 
 
-def test_repro_through_split_writes_the_contract_outputs(data_project):
+def _ids(project, name):
+    return sorted(pd.read_csv(project / f"data/split/{name}.csv", dtype={"ID": str})["ID"])
+
+
+def test_repro_through_preprocess_writes_the_contract_outputs(data_project):
     project = data_project
-    pngs = sorted((project / "data/png").glob("*.png"))
-    metadata = pd.read_csv(project / "data/metadata.csv")
+    pngs = {path.stem for path in (project / "data/png").glob("*.png")}
+    index = pd.read_csv(project / "data/index.csv", dtype={"ID": str, "PatientID": str, "SeriesInstanceUID": str})
     quarantine = pd.read_csv(project / "data/quarantine.csv")
     sampled = pd.read_csv(project / "data/sampled.csv")
     assert list(quarantine.columns) == ["ID", "reason"]
-    assert len(pngs) == len(metadata) > 0
     # every sampled image is either a PNG or quarantined with a reason
-    assert set(sampled["ID"]) <= {p.stem for p in pngs} | set(quarantine["ID"])
+    assert set(sampled["ID"]) <= pngs | set(quarantine["ID"])
     assert quarantine["reason"].str.len().min() > 0
     assert any(quarantine["ID"].str.contains("../", regex=False))  # the planted path trick, reported
-    splits = {name: pd.read_csv(project / f"data/split/{name}.csv") for name in ("train", "val", "test")}
+    assert quarantine["reason"].str.contains("file missing").any()  # the planted missing file, found by the index
+    splits = {name: pd.read_csv(project / f"data/split/{name}.csv", dtype={"PatientID": str}) for name in ("train", "val", "test")}
     for frame in splits.values():
-        assert {"ID", *LABELS, "PatientID"} <= set(frame.columns)
+        assert {"ID", *LABELS, "PatientID", "SeriesInstanceUID", "position_z"} <= set(frame.columns)
     patients = [set(frame["PatientID"]) for frame in splits.values()]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
-    assert sum(len(frame) for frame in splits.values()) == len(metadata)
+    assert set().union(*(set(frame["ID"]) for frame in splits.values())) == pngs
+    # val and test are whole series: every usable slice of each of their series, at the data's prevalence
+    for name in ("val", "test"):
+        frame = splits[name]
+        for series, rows in frame.groupby("SeriesInstanceUID"):
+            expected = set(index.loc[index["SeriesInstanceUID"] == series, "ID"]) - set(quarantine["ID"])
+            assert set(rows["ID"]) == expected, (name, series)
+    held_out = index[index["PatientID"].isin(patients[1] | patients[2])]
+    assert len(splits["val"]) + len(splits["test"]) == len(set(held_out["ID"]) - set(quarantine["ID"]))
     outside = [p for p in project.parent.iterdir() if p.name.startswith("outside")]
     assert outside == []
 
 
-def test_second_repro_runs_nothing_and_seed_change_reruns_only_split(data_project):
+def test_second_repro_runs_nothing_and_sampling_changes_leave_val_and_test_alone(data_project, tmp_path):
     project = data_project
-    again = dvc("repro", "split", cwd=project)
+    again = dvc("repro", "preprocess", cwd=project)
     assert "Running stage" not in again.stdout, again.stdout
     before = lock_hashes(project)
+    held_out = {name: _ids(project, name) for name in ("val", "test")}
+    train = _ids(project, "train")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["split"]["seed"] = 7
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = dvc("repro", "split", cwd=project)
-    assert "Running stage 'split'" in rerun.stdout
-    for stage in ("synthesize", "sample", "copy", "preprocess"):
-        assert f"Running stage '{stage}'" not in rerun.stdout
-    after = lock_hashes(project)
-    assert {k: after[k] for k in DATA_STAGES[:-1]} == {k: before[k] for k in DATA_STAGES[:-1]}
+    try:
+        params["sample"].update(per_label=7, seed=3)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        rerun = dvc("repro", "preprocess", cwd=project)
+        assert "Running stage 'sample'" in rerun.stdout
+        for stage in ("synthesize", "index", "split"):
+            assert f"Running stage '{stage}'" not in rerun.stdout
+        assert {name: _ids(project, name) for name in ("val", "test")} == held_out
+        assert _ids(project, "train") != train
+        after = lock_hashes(project)
+        assert {k: after[k] for k in ("synthesize", "index", "split")} == {k: before[k] for k in ("synthesize", "index", "split")}
+    finally:
+        params["sample"].update(TINY_PARAMS["sample"], seed=42)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        dvc("repro", "preprocess", cwd=project)
+    assert lock_hashes(project) == before
 
 
 def test_rerun_from_scratch_reproduces_data_stage_hashes(data_project, tmp_path):
     fresh = copy_repository(tmp_path, TINY_PARAMS)
     params = yaml.safe_load((data_project / "params.yaml").read_text())
     (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc("repro", "split", cwd=fresh)
+    dvc("repro", "preprocess", cwd=fresh)
     assert lock_hashes(fresh) == lock_hashes(data_project)
 
 
@@ -139,7 +161,7 @@ def test_experiment_run_reruns_only_training_and_metrics_diff_reports_it(full_pr
     # Params of the train stage only (the single-backbone model keeps it short; the fixture ran the cascade).
     result = dvc("exp", "run", "-S", "train.epochs=2", "-S", "model.arch=efficientnetv2", cwd=full_project)
     assert "Running stage 'train'" in result.stdout and "Running stage 'evaluate'" in result.stdout
-    for stage in ("synthesize", "sample", "copy", "preprocess", "split", "augment"):
+    for stage in ("synthesize", "index", "split", "sample", "copy", "preprocess", "augment"):
         assert f"Running stage '{stage}'" not in result.stdout
     diff = dvc("metrics", "diff", "--json", cwd=full_project).stdout
     assert "metrics/evaluate.json" in diff
@@ -204,11 +226,11 @@ def test_a_windowing_code_change_invalidates_preprocess_and_not_before(data_proj
     original = windows.read_text()
     try:
         windows.write_text(original + "\n# changed\n")
-        changed = json.loads(dvc("status", "--with-deps", "split", "--json", cwd=data_project).stdout)
-        assert set(changed) == {"preprocess"}, changed  # split follows once preprocess's outputs change
+        changed = json.loads(dvc("status", "--with-deps", "preprocess", "--json", cwd=data_project).stdout)
+        assert set(changed) == {"preprocess"}, changed
     finally:
         windows.write_text(original)
-    assert json.loads(dvc("status", "--with-deps", "split", "--json", cwd=data_project).stdout) == {}
+    assert json.loads(dvc("status", "--with-deps", "preprocess", "--json", cwd=data_project).stdout) == {}
 
 
 def test_on_other_data_the_final_stage_never_runs_the_synthesizer(tmp_path):
