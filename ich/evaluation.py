@@ -20,6 +20,7 @@ from ich.labels import ANY, LABELS, SUBTYPES
 __all__ = [
     "COMBINATIONS",
     "LOG_LOSS_WEIGHTS",
+    "LOG_LOSS_EPS",
     "combine_cascade",
     "weighted_log_loss",
     "safe_auc",
@@ -60,8 +61,17 @@ def combine_cascade(
     return np.concatenate([p_any, subtypes], axis=1)
 
 
-def weighted_log_loss(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, eps: float = 1e-7) -> float:
-    """The competition metric: per-label mean log loss, weighted any=2 and each subtype=1, divided by 7."""
+#: Predictions are clipped to ``[eps, 1 - eps]`` before the log, as the RSNA 2019 Kaggle metric did
+#: (scikit-learn's ``log_loss`` default at the time).
+LOG_LOSS_EPS = 1e-15
+
+
+def weighted_log_loss(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, eps: float = LOG_LOSS_EPS) -> float:
+    """The competition metric: per-label mean log loss, weighted any=2 and each subtype=1, divided by 7.
+
+    Predictions are clipped to ``[eps, 1 - eps]`` first (``1e-15`` as on Kaggle), so a certain mistake
+    costs ``-ln(1e-15) = 34.54`` instead of infinity.
+    """
     y_true = np.asarray(y_true, dtype=np.float64)
     y_prob = np.clip(np.asarray(y_prob, dtype=np.float64), eps, 1 - eps)
     per_label = -(y_true * np.log(y_prob) + (1 - y_true) * np.log(1 - y_prob)).mean(axis=0)

@@ -59,13 +59,24 @@ def test_weighted_log_loss_two_images():
     assert weighted_log_loss(y, p) == pytest.approx(0.19546359220347823, rel=1e-12)
 
 
-def test_weighted_log_loss_clips_certain_mistakes():
-    # any is certain and wrong: p clipped to 1e-7, loss -ln(1e-7) weighted 2; the five right subtypes at
-    # p = 0 are clipped to 1e-7 too, each losing -ln(1 - 1e-7):
-    # -(2*ln(1e-7) + 5*ln(1 - 1e-7))/7 = 4.605170257416667
+def test_weighted_log_loss_clips_certain_mistakes_at_1e_15():
+    # any is certain and wrong: p clipped to 1e-15 (Kaggle's clip), loss -ln(1e-15) = 15*ln(10) weighted 2;
+    # the five right subtypes at p = 0 are clipped to 1e-15 too, each losing -ln(1 - 1e-15) ~ 1e-15:
+    # (2*15*2.302585092994046 + 5e-15)/7 = 69.07755278982138/7 = 9.868221827117340
     y = np.array([[1, 0, 0, 0, 0, 0]])
     p = np.zeros((1, 6))
-    assert weighted_log_loss(y, p) == pytest.approx(4.605170257416667, rel=1e-9)
+    assert weighted_log_loss(y, p) == pytest.approx(9.868221827117340, rel=1e-12)
+
+
+def test_weighted_log_loss_clips_the_top_too():
+    # A certain and wrong "1.0" on a negative any: clipped to 1 - 1e-15, which float64 stores as
+    # 1 - 9*2**-53 = 1 - 9.992007221626409e-16, so the loss is -ln(9.992007221626409e-16)
+    # = 16*ln(10) - ln(9.992007221626409) = 36.84136148790474 - 2.30178549556386 = 34.53957599234088,
+    # weighted 2; the subtypes at 0 cost ~1e-15 each:
+    # 2*34.53957599234088/7 = 9.868450283526
+    y = np.zeros((1, 6))
+    p = np.array([[1.0, 0, 0, 0, 0, 0]])
+    assert weighted_log_loss(y, p) == pytest.approx(9.868450283526, rel=1e-11)
 
 
 # Five images, two positives (A, C) and three negatives (B, D, E):
