@@ -137,11 +137,13 @@ def test_undefined_auc_is_none_and_summary_skips_it():
     assert set(LABELS) <= set(result)
     assert result["images"] == 6
     # Scores grow down each column and the positives are the top rows, so every positive/negative pair
-    # of `any` and of `subdural` is misordered: both AUCs are 0, and so are the subtype mean and the macro mean.
+    # of `any` and of `subdural` is misordered: both AUCs are 0. Four subtype AUCs are undefined, so the
+    # subtype mean and the macro AUC are null (a mean over a varying subset would not compare across runs).
     assert result["any"]["auc"] == 0.0
     assert result["subdural"]["auc"] == 0.0
-    assert result["mean_subtype_auc"] == 0.0
-    assert result["macro"]["auc"] == 0.0
+    assert result["mean_subtype_auc"] is None
+    assert result["subtype_aucs_defined"] == 1
+    assert result["macro"]["auc"] is None
     # Independently: scikit-learn's log loss per column, any weighted 2, the sum over 7.
     per_label = [log_loss(truth[:, index], prob[:, index], labels=[0, 1]) for index in range(6)]
     assert result["weighted_log_loss"] == pytest.approx((2 * per_label[0] + sum(per_label[1:])) / 7, rel=1e-9)
