@@ -58,13 +58,24 @@ def test_weighted_log_loss_two_images():
     assert weighted_log_loss(y, p) == pytest.approx(0.19546359220347823, rel=1e-12)
 
 
-def test_weighted_log_loss_clips_certain_mistakes():
-    # any is certain and wrong: p clipped to 1e-7, loss -ln(1e-7) weighted 2; the five right subtypes at
-    # p = 0 are clipped to 1e-7 too, each losing -ln(1 - 1e-7):
-    # -(2*ln(1e-7) + 5*ln(1 - 1e-7))/7 = 4.605170257416667
+def test_weighted_log_loss_clips_certain_mistakes_at_1e_15():
+    # any is certain and wrong: p clipped to 1e-15 (Kaggle's clip), loss -ln(1e-15) = 15*ln(10) weighted 2;
+    # the five right subtypes at p = 0 are clipped to 1e-15 too, each losing -ln(1 - 1e-15) ~ 1e-15:
+    # (2*15*2.302585092994046 + 5e-15)/7 = 69.07755278982138/7 = 9.868221827117340
     y = np.array([[1, 0, 0, 0, 0, 0]])
     p = np.zeros((1, 6))
-    assert weighted_log_loss(y, p) == pytest.approx(4.605170257416667, rel=1e-9)
+    assert weighted_log_loss(y, p) == pytest.approx(9.868221827117340, rel=1e-12)
+
+
+def test_weighted_log_loss_clips_the_top_too():
+    # A certain and wrong "1.0" on a negative any: clipped to 1 - 1e-15, which float64 stores as
+    # 1 - 9*2**-53 = 1 - 9.992007221626409e-16, so the loss is -ln(9.992007221626409e-16)
+    # = 16*ln(10) - ln(9.992007221626409) = 36.84136148790474 - 2.30178549556386 = 34.53957599234088,
+    # weighted 2; the subtypes at 0 cost ~1e-15 each:
+    # 2*34.53957599234088/7 = 9.868450283526
+    y = np.zeros((1, 6))
+    p = np.array([[1.0, 0, 0, 0, 0, 0]])
+    assert weighted_log_loss(y, p) == pytest.approx(9.868450283526, rel=1e-11)
 
 
 # Five images, two positives (A, C) and three negatives (B, D, E):
@@ -125,11 +136,13 @@ def test_undefined_auc_is_none_and_summary_skips_it():
     assert set(LABELS) <= set(result)
     assert result["images"] == 6
     # Scores grow down each column and the positives are the top rows, so every positive/negative pair
-    # of `any` and of `subdural` is misordered: both AUCs are 0, and so are the subtype mean and the macro mean.
+    # of `any` and of `subdural` is misordered: both AUCs are 0. Four subtype AUCs are undefined, so the
+    # subtype mean and the macro AUC are null (a mean over a varying subset would not compare across runs).
     assert result["any"]["auc"] == 0.0
     assert result["subdural"]["auc"] == 0.0
-    assert result["mean_subtype_auc"] == 0.0
-    assert result["macro"]["auc"] == 0.0
+    assert result["mean_subtype_auc"] is None
+    assert result["subtype_aucs_defined"] == 1
+    assert result["macro"]["auc"] is None
     # Independently: scikit-learn's log loss per column, any weighted 2, the sum over 7.
     per_label = [log_loss(truth[:, index], prob[:, index], labels=[0, 1]) for index in range(6)]
     assert result["weighted_log_loss"] == pytest.approx((2 * per_label[0] + sum(per_label[1:])) / 7, rel=1e-9)
