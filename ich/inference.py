@@ -29,9 +29,12 @@ class LoadedModel:
     def image_size(self) -> int:
         return int(self.card["image_size"])
 
-    def predict(self, images: tf.data.Dataset, combination: str = "product", gate_threshold: float = 0.5) -> np.ndarray:
-        """``(N, 6)`` float64 probabilities in :data:`ich.labels.LABELS` order (see :meth:`Recipe.predict`)."""
-        return self.recipe.predict(self.networks, images, combination, gate_threshold)
+    def predict(self, images: tf.data.Dataset) -> np.ndarray:
+        """``(N, 6)`` float64 probabilities in :data:`ich.labels.LABELS` order, combined as the card says
+        (see :meth:`Recipe.predict`)."""
+        return self.recipe.predict(
+            self.networks, images, self.card.get("combination", "product"), float(self.card.get("gate_threshold", 0.5))
+        )
 
 
 def load_models(model_dir: str | os.PathLike) -> LoadedModel:

@@ -26,6 +26,8 @@ def model_card(
     windows: list[dict[str, Any]],
     weights: str | None,
     thresholds: Mapping[str, float],
+    combination: str = "product",
+    gate_threshold: float = 0.5,
     **extra: Any,
 ) -> dict[str, Any]:
     """Everything needed to load the networks and feed them images as training did.
@@ -36,7 +38,8 @@ def model_card(
         networks: ``{network name: file name}`` of the ``.keras`` files beside the card.
         image_size: input side in pixels; windows: ``preprocess.windows`` (R, G, B; HU).
         weights: the starting weights (``model.weights``).
-        thresholds: per-label decision thresholds tuned on the validation split.
+        thresholds: per-label decision thresholds tuned on the validation split with ``combination``.
+        combination, gate_threshold: how a cascade's stages combine (:func:`ich.evaluation.combine_cascade`).
         extra: further facts of the run (training images, positive weights, precision).
     """
     return {
@@ -47,8 +50,10 @@ def model_card(
         "image_size": int(image_size),
         "input_scaling": "RGB PNG / 255 -> [0, 1]; each model normalises for its backbone",
         "windows": list(windows),
+        "combination": combination,
+        "gate_threshold": float(gate_threshold),
         "thresholds": dict(thresholds),
-        "thresholds_from": "best F1 on the validation split, product combination",
+        "thresholds_from": "best F1 on the validation split",
         "files": dict(networks),
         **extra,
     }

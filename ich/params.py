@@ -241,6 +241,10 @@ class ModelParams(_Section):
     dropout: float = Field(ge=0.0, lt=1.0)
     fusion_units: int = Field(ge=2)
     online_augmentation: bool
+    # How a cascade's two stages give the final subtype probabilities (see ich.evaluation.combine_cascade);
+    # the validation thresholds are tuned with it, and the model card carries both to inference.
+    combination: Literal["product", "gate"]
+    gate_threshold: float = Field(gt=0.0, lt=1.0)
 
     @field_validator("arch")
     @classmethod
@@ -285,9 +289,9 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    """`evaluate`: how the cascade's stages combine and the decision threshold."""
+    """`evaluate`: the fixed decision threshold, the bootstrap of the confidence intervals, the montage."""
 
-    combination: Literal["product", "gate"]
-    gate_threshold: float = Field(gt=0.0, lt=1.0)
     threshold: float = Field(gt=0.0, lt=1.0)
+    bootstrap_draws: int = Field(ge=0)  # patient-level resamples for the 95 % intervals; 0 = none
+    seed: int
     montage_images: int = Field(ge=0)

@@ -45,12 +45,12 @@ def main() -> None:
                 train.early_stopping_patience, train.cache_images,
             )
             networks = recipe.fit(trainer, model)
-            # Thresholds for inference: best F1 per label on the validation split (product combination).
+            # Thresholds for inference: best F1 per label on the validation split, with the configured combination.
             val_images = trainer.dataset(val, LABELS, shuffle=False, cache=False)
-            thresholds = tune_thresholds(label_matrix(val), recipe.predict(networks, val_images))
+            thresholds = tune_thresholds(label_matrix(val), recipe.predict(networks, val_images, model.combination, model.gate_threshold))
             card = model_card(
                 model.arch, recipe.describe(model), {name: f"{name}.keras" for name in networks}, preprocess.image_size,
-                preprocess.window_dicts(), model.weights, thresholds, train_images=len(images),
+                preprocess.window_dicts(), model.weights, thresholds, model.combination, model.gate_threshold, train_images=len(images),
                 positive_weights=trainer.positive_weights, mixed_precision=runtime.mixed_precision,
             )
             save_model_folder(output, card, {name: store.best_checkpoint(name) for name in networks})

@@ -51,16 +51,20 @@ def test_unknown_missing_and_mistyped_keys_name_the_key():
 
 def test_value_checks_name_the_key_and_the_value():
     with pytest.raises(ParamsError, match="sum to 1"):
-        section({"split": {"seed": 1, "train_fraction": 0.9, "val_fraction": 0.2, "test_fraction": 0.1}}, "split", SplitParams)
+        section({"split": {"seed": 1, "train_fraction": 0.9, "val_fraction": 0.2, "test_fraction": 0.1, "max_val_series": None,
+                           "max_test_series": None}}, "split", SplitParams)
     windows = [{"name": "blood", "center": 80, "width": 200}] * 2 + [{"name": "bone", "center": 600, "width": 0}]
     preprocess = {**load_params("params.yaml")["preprocess"], "windows": windows}
     with pytest.raises(ParamsError, match=r"`preprocess.windows.2.width`: Input should be greater than 0. Received: 0"):
         section({"preprocess": preprocess}, "preprocess", PreprocessParams)
     with pytest.raises(ParamsError, match="exactly three windows"):
         section({"preprocess": {**preprocess, "windows": windows[:2]}}, "preprocess", PreprocessParams)
-    evaluate = {"combination": "sum", "gate_threshold": 0.5, "threshold": 1.5, "montage_images": 0}
-    with pytest.raises(ParamsError, match="`evaluate.combination`: Input should be 'product' or 'gate'.*`evaluate.threshold`"):
+    evaluate = {"threshold": 1.5, "bootstrap_draws": -1, "seed": 0, "montage_images": 0}
+    with pytest.raises(ParamsError, match="`evaluate.threshold`: Input should be less than 1.*`evaluate.bootstrap_draws`"):
         section({"evaluate": evaluate}, "evaluate", EvaluateParams)
+    model = {**load_params("params.yaml")["model"], "combination": "sum"}
+    with pytest.raises(ParamsError, match="`model.combination`: Input should be 'product' or 'gate'"):
+        section({"model": model}, "model", ModelParams)
     model = {**load_params("params.yaml")["model"], "convnext": "convnext_huge"}
     with pytest.raises(ParamsError, match="`model.convnext`: must be one of convnext_atto, convnext_tiny"):
         section({"model": model}, "model", ModelParams)

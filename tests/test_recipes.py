@@ -21,7 +21,7 @@ from ich.recipes import base as registry
 SHAPE = (32, 32, 3)
 MODEL = {
     "arch": "cascade", "efficientnet": "efficientnetv2b0", "convnext": "convnext_atto", "weights": None,
-    "dropout": 0.1, "fusion_units": 16, "online_augmentation": True,
+    "dropout": 0.1, "fusion_units": 16, "online_augmentation": True, "combination": "product", "gate_threshold": 0.5,
 }
 
 
@@ -72,12 +72,12 @@ def test_a_model_folder_round_trips_through_its_card(tmp_path):
         checkpoints[name] = tmp_path / f"{name}.best.keras"
         network.save(checkpoints[name])
     card = model_card("convnext", recipe.describe(params), {name: f"{name}.keras" for name in networks}, SHAPE[0], [], None,
-                      {label: 0.5 for label in LABELS})
+                      {label: 0.5 for label in LABELS}, "gate", 0.3)
     save_model_folder(tmp_path / "models", card, checkpoints)
     loaded = load_models(tmp_path / "models")
     assert loaded.recipe is recipe and loaded.image_size == SHAPE[0]
     images = tf.data.Dataset.from_tensor_slices(_images(4, seed=2)).batch(4)
-    np.testing.assert_allclose(loaded.predict(images, "gate", 0.3), recipe.predict(networks, images, "gate", 0.3), rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict(images), recipe.predict(networks, images), rtol=1e-6)
 
 
 def test_a_card_naming_a_file_outside_its_folder_is_refused(tmp_path):
