@@ -33,6 +33,7 @@ __all__ = [
     "training_specs",
     "roc_spec",
     "precision_recall_spec",
+    "CALIBRATION_STRATEGIES",
     "calibration_bins",
     "calibration_spec",
     "render_png",
@@ -51,6 +52,8 @@ LABEL_COLORS: dict[str, str] = {
 }
 #: dvclive's folder names for the two sides of a Keras fit, and how the charts call them.
 SPLIT_NAMES: dict[str, str] = {"train": "train", "eval": "validation"}
+#: How :func:`calibration_bins` places its bins.
+CALIBRATION_STRATEGIES: tuple[str, ...] = ("uniform", "quantile")
 _SPLIT_COLORS = {"train": "#0072B2", "validation": "#D55E00"}
 _CHART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DIGITS = 6  # rounding of the numbers inlined in specs: compact, and the same JSON on every platform
@@ -211,6 +214,8 @@ def _check_predictions(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[
         raise ValueError("y_true must hold only 0 and 1 (one column per label).")
     if not np.isfinite(y_prob).all():
         raise ValueError("y_prob holds NaN or infinite values; every probability must be a finite number.")
+    if y_prob.min() < 0 or y_prob.max() > 1:
+        raise ValueError(f"y_prob must hold probabilities in [0, 1]. Received values from {y_prob.min()} to {y_prob.max()}.")
     return y_true.astype(int), y_prob
 
 
@@ -393,17 +398,25 @@ def precision_recall_spec(
 
 
 # ----------------------------------------------------------------------------------------- calibration
-def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Reliability table of one label: quantile bins of the predicted probability.
+def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10, strategy: str = "uniform") -> pd.DataFrame:
+    """Reliability table of one label: bins of the predicted probability, with the mean prediction, the
+    observed share of positives and the count of each.
 
-    The bin edges are the ``0, 1/bins, ..., 1`` quantiles of ``y_prob`` (linear interpolation); equal edges
-    merge, so ties never straddle bins. An image on an inner edge goes to the upper bin; the top edge
-    belongs to the last bin.
+    Strategies (as ``sklearn.calibration.calibration_curve``, whose bins these are):
+
+    - ``uniform``: ``bins`` equal-width bins of [0, 1]. At natural prevalence (most images near 0) this
+      still shows the high-probability range, where the bins are small (see ``count``).
+    - ``quantile``: edges at the ``0, 1/bins, ..., 1`` quantiles of ``y_prob`` (linear interpolation):
+      bins of about equal counts. Ties never straddle bins: a value that fills several quantiles gets a
+      bin of its own (``low == high``) and the bins it fills twice stay empty.
+
+    Each bin holds ``low < p <= high``, the first one also ``p == low``.
 
     Args:
         y_true: ``(N,)`` 0/1.
-        y_prob: ``(N,)`` probabilities.
-        bins: the number of quantile bins before merging, >= 1.
+        y_prob: ``(N,)`` probabilities in [0, 1].
+        bins: the number of bins (before merging), >= 1.
+        strategy: ``uniform`` or ``quantile``.
 
     Returns:
         One row per non-empty bin, in order: ``bin`` (0-based), ``low``, ``high`` (edges), ``mean_predicted``,
@@ -411,14 +424,19 @@ def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> 
     """
     if bins < 1:
         raise ValueError(f"bins must be a positive integer. Received: {bins}")
+    if strategy not in CALIBRATION_STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(CALIBRATION_STRATEGIES)}. Received: {strategy!r}")
     y_true = np.asarray(y_true, dtype=np.float64).ravel()
     y_prob = np.asarray(y_prob, dtype=np.float64).ravel()
     if len(y_true) != len(y_prob) or len(y_true) == 0:
         raise ValueError(f"y_true and y_prob must be two non-empty arrays of one length. Received: {len(y_true)} and {len(y_prob)}")
-    edges = np.unique(np.quantile(y_prob, np.linspace(0, 1, bins + 1)))
-    which = np.searchsorted(edges[1:-1], y_prob, side="right")
+    if strategy == "quantile":
+        edges = np.quantile(y_prob, np.linspace(0, 1, bins + 1))
+    else:
+        edges = np.linspace(0, 1, bins + 1)
+    which = np.searchsorted(edges[1:-1], y_prob, side="left")
     rows = []
-    for index in range(max(len(edges) - 1, 1)):
+    for index in range(len(edges) - 1):
         members = which == index
         if not members.any():
             continue
@@ -426,7 +444,7 @@ def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> 
             {
                 "bin": index,
                 "low": float(edges[index]),
-                "high": float(edges[min(index + 1, len(edges) - 1)]),
+                "high": float(edges[index + 1]),
                 "mean_predicted": float(y_prob[members].mean()),
                 "observed": float(y_true[members].mean()),
                 "count": int(members.sum()),
@@ -436,10 +454,10 @@ def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> 
 
 
 def calibration_spec(
-    y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, bins: int = 10, columns: int = 3,
-    title: str = "Calibration (reliability)",
+    y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, bins: int = 10, strategy: str = "uniform",
+    columns: int = 3, title: str = "Calibration (reliability)",
 ) -> dict:
-    """Per label, mean predicted probability vs observed frequency in quantile bins, with the diagonal.
+    """Per label, mean predicted probability vs observed frequency in bins, with the diagonal.
 
     One small chart per label (``columns`` per row); the count of images in each bin is in the tooltip
     and sets the size of its point. Arguments as :func:`roc_spec` and :func:`calibration_bins`.
@@ -447,7 +465,7 @@ def calibration_spec(
     y_true, y_prob = _check_predictions(y_true, y_prob, labels)
     values = []
     for index, label in enumerate(labels):
-        table = calibration_bins(y_true[:, index], y_prob[:, index], bins)
+        table = calibration_bins(y_true[:, index], y_prob[:, index], bins, strategy)
         for row in table.itertuples(index=False):
             values.append(
                 {
@@ -480,7 +498,8 @@ def calibration_spec(
         {"field": "count", "type": "quantitative", "title": "images"},
     ]
     return {
-        "title": {"text": title, "subtitle": f"{len(y_true)} images, {bins} quantile bins per label; dashed: perfect calibration"},
+        "title": {"text": title, "subtitle": f"{len(y_true)} images, {bins} {'equal-width' if strategy == 'uniform' else 'quantile'} bins per label "
+        "(point size: images in the bin); dashed: perfect calibration"},
         "data": {"values": values},
         "facet": {"field": "label", "type": "nominal", "sort": list(labels), "title": None},
         "columns": columns,

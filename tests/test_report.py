@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.calibration import calibration_curve
 
 from ich.labels import LABELS
 from ich.report import (
@@ -114,34 +115,65 @@ def test_specs_reject_wrong_shapes_and_values():
         precision_recall_spec(HAND_TRUE * 2, HAND_PROB, labels=("any",))
     with pytest.raises(ValueError, match="NaN"):
         calibration_spec(HAND_TRUE, HAND_PROB * np.nan, labels=("any",))
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]. Received values from 0.2 to 1.6"):
+        calibration_spec(HAND_TRUE, HAND_PROB * 2, labels=("any",))
 
 
 # ---------------------------------------------------------------------------------------- calibration
-def test_calibration_bins_by_hand():
+def test_quantile_calibration_bins_by_hand():
     # Two quantile bins of [0.1, 0.2, 0.6, 0.9]: the median is 0.4, so {0.1, 0.2} (mean 0.15, one positive
     # of two) and {0.6, 0.9} (mean 0.75, both positive).
-    table = calibration_bins(np.array([0, 1, 1, 1]), np.array([0.1, 0.2, 0.6, 0.9]), bins=2)
+    table = calibration_bins(np.array([0, 1, 1, 1]), np.array([0.1, 0.2, 0.6, 0.9]), bins=2, strategy="quantile")
     np.testing.assert_allclose(table[["mean_predicted", "observed", "count"]].to_numpy(), [[0.15, 0.5, 2], [0.75, 1.0, 2]])
     np.testing.assert_allclose(table[["low", "high"]].to_numpy(), [[0.1, 0.4], [0.4, 0.9]])
 
 
-def test_calibration_ties_stay_in_one_bin_and_an_edge_goes_up():
+def test_quantile_ties_stay_in_one_bin_and_an_edge_goes_down():
     # Quartiles of [0.2, 0.2, 0.2, 0.8] are 0.2, 0.2, 0.2, 0.35 (0.2 + 0.25 * 0.6), 0.8: the equal edges merge
     # into two bins, {0.2 x 3} (one positive) and {0.8}.
-    table = calibration_bins(np.array([0, 0, 1, 1]), np.array([0.2, 0.2, 0.2, 0.8]), bins=4)
+    table = calibration_bins(np.array([0, 0, 1, 1]), np.array([0.2, 0.2, 0.2, 0.8]), bins=4, strategy="quantile")
     np.testing.assert_allclose(table[["mean_predicted", "observed", "count"]].to_numpy(), [[0.2, 1 / 3, 3], [0.8, 1.0, 1]])
-    # [0.1, 0.3, 0.5] in two bins: the median 0.3 is the inner edge, and 0.3 goes to the upper bin.
-    table = calibration_bins(np.array([0, 1, 1]), np.array([0.1, 0.3, 0.5]), bins=2)
-    assert table["count"].tolist() == [1, 2]
-    assert table["mean_predicted"].tolist() == pytest.approx([0.1, 0.4])
+    # [0.1, 0.3, 0.5] in two bins: the median 0.3 is the inner edge, and 0.3 goes to the lower bin.
+    table = calibration_bins(np.array([0, 1, 1]), np.array([0.1, 0.3, 0.5]), bins=2, strategy="quantile")
+    assert table["count"].tolist() == [2, 1]
+    np.testing.assert_allclose(table["mean_predicted"], [0.2, 0.5])
+
+
+def test_uniform_calibration_bins_by_hand():
+    # Four equal-width bins: [0, 0.25] {0.0, 0.1, 0.25}, (0.25, 0.5] empty, (0.5, 0.75] {0.7}, (0.75, 1] {0.8, 1.0}.
+    table = calibration_bins(np.array([0, 0, 1, 0, 1, 1]), np.array([0.0, 0.1, 0.25, 0.7, 0.8, 1.0]), bins=4)
+    assert table["bin"].tolist() == [0, 2, 3]
+    np.testing.assert_allclose(
+        table[["low", "high", "mean_predicted", "observed", "count"]].to_numpy(),
+        [[0, 0.25, 0.35 / 3, 1 / 3, 3], [0.5, 0.75, 0.7, 0, 1], [0.75, 1, 0.9, 1, 2]],
+    )
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "quantile"])
+def test_calibration_bins_agree_with_sklearn(strategy):
+    rng = np.random.default_rng(3)
+    y_prob = np.round(rng.beta(0.5, 3, 2000), 2)  # rounded: many ties and values on the edges
+    y_true = (rng.random(2000) < y_prob).astype(int)
+    table = calibration_bins(y_true, y_prob, bins=10, strategy=strategy)
+    observed, predicted = calibration_curve(y_true, y_prob, n_bins=10, strategy=strategy)
+    np.testing.assert_allclose(table["observed"], observed, rtol=1e-12)
+    np.testing.assert_allclose(table["mean_predicted"], predicted, rtol=1e-12)
+    assert table["count"].sum() == 2000
+
+
+def test_calibration_bins_reject_bad_arguments():
     with pytest.raises(ValueError, match="bins must be a positive integer. Received: 0"):
         calibration_bins(np.array([0, 1]), np.array([0.1, 0.2]), bins=0)
+    with pytest.raises(ValueError, match="strategy must be one of uniform, quantile. Received: 'kmeans'"):
+        calibration_bins(np.array([0, 1]), np.array([0.1, 0.2]), strategy="kmeans")
+    with pytest.raises(ValueError, match="one length. Received: 2 and 3"):
+        calibration_bins(np.array([0, 1]), np.array([0.1, 0.2, 0.3]))
 
 
 def test_calibration_spec_carries_the_bins_and_the_count_in_the_tooltip():
     y_true = np.array([[0, 0], [1, 0], [1, 0], [1, 1]])
     y_prob = np.array([[0.1, 0.5], [0.2, 0.5], [0.6, 0.5], [0.9, 0.5]])
-    spec = calibration_spec(y_true, y_prob, labels=("any", "subdural"), bins=2)
+    spec = calibration_spec(y_true, y_prob, labels=("any", "subdural"), bins=2, strategy="quantile")
     any_rows = [row for row in spec["data"]["values"] if row["label"] == "any"]
     assert [(row["mean_predicted"], row["observed"], row["count"]) for row in any_rows] == [(0.15, 0.5, 2), (0.75, 1.0, 2)]
     subdural_rows = [row for row in spec["data"]["values"] if row["label"] == "subdural"]
