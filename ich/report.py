@@ -38,6 +38,7 @@ __all__ = [
     "calibration_spec",
     "render_png",
     "report_html",
+    "evaluation_charts",
     "write_report",
 ]
 
@@ -687,3 +688,15 @@ def write_report(
     path = folder / "report.html"
     atomic_write_text(path, report_html(images, title, summary, scale))
     return path
+
+
+def evaluation_charts(curves_folder: str | os.PathLike | None, y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, dict]:
+    """The evaluate stage's charts: training curves per network (when ``curves_folder`` holds dvclive's
+    TSVs), then ROC, precision-recall and calibration of the predictions (``(N, 6)``, :data:`LABELS` order)."""
+    charts: dict[str, dict] = {}
+    if curves_folder is not None and Path(curves_folder).is_dir():
+        charts.update(training_specs(read_training_curves(curves_folder)))
+    charts["roc"] = roc_spec(y_true, y_prob)
+    charts["precision_recall"] = precision_recall_spec(y_true, y_prob)
+    charts["calibration"] = calibration_spec(y_true, y_prob)
+    return charts

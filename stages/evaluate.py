@@ -15,9 +15,10 @@ from ich.inference import load_models
 from ich.labels import LABELS
 from ich.params import EvaluateParams, load_params, section
 from ich.plots import log_label_plots, montage
+from ich.report import evaluation_charts, write_report
 from ich.runner import run_stage
 
-SPLIT_DIR, PNG_DIR, MODEL_DIR = "data/split", "data/png", "models"
+SPLIT_DIR, PNG_DIR, MODEL_DIR, CURVES, REPORT_DIR = "data/split", "data/png", "models", "dvclive/train/plots/metrics", "plots"
 PREDICTIONS, METRICS, LIVE_DIR = "data/predictions/{}.csv", "metrics/evaluate.json", "dvclive/evaluate"
 
 
@@ -41,6 +42,8 @@ def main() -> None:
     )
     metrics["combination"] = model.card["combination"]
     write_json(metrics, METRICS)
+    charts = evaluation_charts(CURVES, truth["test"], probabilities["test"])
+    write_report(REPORT_DIR, charts, f"ICH evaluation: test split, {len(test)} slices of {test['PatientID'].nunique()} patients", metrics)
     with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
         log_label_plots(live, truth["test"], probabilities["test"], params.threshold)
         if params.montage_images > 0:
