@@ -208,8 +208,8 @@ def index_headers(
         from tqdm import tqdm
 
         total = len(image_ids) if isinstance(image_ids, Sized) else None
-        results = tqdm(results, total=total, desc="index", unit="file", mininterval=1.0)
-    yield from results
+        results = iter(tqdm(results, total=total, desc="index", unit="file", mininterval=1.0))
+    return results
 
 
 def _scan(image_ids: Iterable[str], dicom_dir: str, workers: int) -> Iterator[HeaderResult]:

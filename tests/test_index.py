@@ -199,4 +199,4 @@ def test_ids_are_read_as_the_scan_goes(tmp_path, monkeypatch):
 
 def test_negative_workers_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="`workers` must be 0"):
-        list(index_headers(["ID_1"], tmp_path, workers=-1))
+        index_headers(["ID_1"], tmp_path, workers=-1)
