@@ -82,7 +82,9 @@ def test_rows_hold_the_header_values(tmp_path):
     )
     assert (tmp_path / "ID_0a.dcm").stat().st_size > 4096 > (tmp_path / "ID_0b.dcm").stat().st_size
 
+    mode = pydicom.config.settings.reading_validation_mode
     results = list(index_headers(["ID_0a", "ID_0b", "ID_0c", "ID_0d"], tmp_path, workers=1))
+    assert pydicom.config.settings.reading_validation_mode == mode  # pydicom's setting is given back
 
     assert [result.reason for result in results] == [None, None, None, None]
     assert [result.row for result in results] == [
