@@ -350,7 +350,7 @@ def _image_codes(keys: np.ndarray, long_ids: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _check_rows(raw_id: pd.Series, value: pd.Series) -> pd.DataFrame:
-    """The row rules, one row at a time: stripped fields, the split ID and a reason ("" when usable)."""
+    """The rules for rows outside the bulk form: stripped fields, the split ID and a reason ("" if usable)."""
     raw_id = raw_id.str.strip()
     value = value.str.strip()
     if raw_id.empty:
