@@ -131,3 +131,99 @@ def test_hostile_ids_in_the_csv_are_rejected_rows_not_paths(tmp_path):
     assert len(parsed.rejected) == len(hostile)
     assert parsed.rejected["reason"].str.contains("does not match").all()
     assert parsed.counts["rows_malformed"] == len(hostile)
+
+
+_REASON_ID = "image ID does not match ID_<hex>"
+_REASON_VALUE = "label value is not 0 or 1"
+_REASON_LABEL = (
+    "unknown label name (expected one of any, epidural, intraparenchymal, intraventricular, subarachnoid, subdural)"
+)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 5])
+def test_parse_every_kind_of_problem_exactly(tmp_path, monkeypatch, chunk_rows):
+    if chunk_rows is not None:  # also decode in many small chunks, one of them holding a non-ASCII ID
+        monkeypatch.setattr("ich.labels._CHUNK_ROWS", chunk_rows)
+    long_id = "ID_0a" + "0" * 16  # more hex digits than the bulk path keys
+    lines = [
+        "ID,Label",
+        # 1-6 ID_ff: subdural (conflicting below)
+        "ID_ff_epidural,0", "ID_ff_intraparenchymal,0", "ID_ff_intraventricular,0", "ID_ff_subarachnoid,0",
+        "ID_ff_subdural,1", "ID_ff_any,1",
+        # 7-12 ID_0b: subdural
+        "ID_0b_epidural,0", "ID_0b_intraparenchymal,0", "ID_0b_intraventricular,0", "ID_0b_subarachnoid,0",
+        "ID_0b_subdural,1", "ID_0b_any,1",
+        # 13-18 ID_0a: no bleed, fields padded with spaces and tabs
+        " ID_0a_epidural ,0", "ID_0a_intraparenchymal, 0 ", "\tID_0a_intraventricular,0", "ID_0a_subarachnoid,0",
+        "ID_0a_subdural,0", "ID_0a_any,0",
+        # 19-24 ID_c1: epidural (conflicting below)
+        "ID_c1_epidural,1", "ID_c1_intraparenchymal,0", "ID_c1_intraventricular,0", "ID_c1_subarachnoid,0",
+        "ID_c1_subdural,0", "ID_c1_any,1",
+        # 25-30 the long ID: epidural
+        f"{long_id}_epidural,1", f"{long_id}_intraparenchymal,0", f"{long_id}_intraventricular,0",
+        f"{long_id}_subarachnoid,0", f"{long_id}_subdural,0", f"{long_id}_any,1",
+        # 31-34 ID_d: no intraparenchymal and no subarachnoid row
+        "ID_d_epidural,0", "ID_d_intraventricular,0", "ID_d_subdural,0", "ID_d_any,0",
+        # 35-40 ID_e: intraventricular but any 0
+        "ID_e_epidural,0", "ID_e_intraparenchymal,0", "ID_e_intraventricular,1", "ID_e_subarachnoid,0",
+        "ID_e_subdural,0", "ID_e_any,0",
+        # 41-46 ID_1: no bleed
+        "ID_1_epidural,0", "ID_1_intraparenchymal,0", "ID_1_intraventricular,0", "ID_1_subarachnoid,0",
+        "ID_1_subdural,0", "ID_1_any,0",
+        "ID_1_any,0",  # 47 exact duplicate
+        "ID_ff_subdural,0",  # 48 conflicts with row 5
+        "ID_c1_epidural,0",  # 49 conflicts with row 19
+        "",  # blank: skipped, not counted
+        "ID_0B_any,0",  # 50 upper-case hex
+        "ID_0c_any,2",  # 51 value not 0/1
+        "ID_0c_Any,0",  # 52 unknown label
+        "ID_0c_headache,x",  # 53 unknown label and bad value: the label is reported
+        "ID_é_any,x",  # 54 bad ID and bad value: the ID is reported
+        "ID_0c_any\x00,0",  # 55 label 'any\x00'
+        "  ID_0c_any,5",  # 56 reported stripped
+    ]
+    path = tmp_path / "labels.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+
+    parsed = parse_long_csv(str(path))
+
+    expected_wide = pd.DataFrame(
+        [
+            ["ID_0a", 0, 0, 0, 0, 0, 0],
+            [long_id, 1, 1, 0, 0, 0, 0],
+            ["ID_0b", 1, 0, 0, 0, 0, 1],
+            ["ID_1", 0, 0, 0, 0, 0, 0],
+        ],
+        columns=["ID", "any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"],
+    ).astype({label: "int8" for label in LABELS})
+    pd.testing.assert_frame_equal(parsed.wide, expected_wide)
+    assert parsed.rejected.columns.tolist() == ["ID", "reason"]
+    assert list(zip(parsed.rejected["ID"], parsed.rejected["reason"])) == [
+        ("ID_0B_any", _REASON_ID),
+        ("ID_0c_any", _REASON_VALUE),
+        ("ID_0c_Any", _REASON_LABEL),
+        ("ID_0c_headache", _REASON_LABEL),
+        ("ID_é_any", _REASON_ID),
+        ("ID_0c_any\x00", _REASON_LABEL),
+        ("ID_0c_any", _REASON_VALUE),
+        ("ID_ff", "conflicting duplicate rows (same label, 0 and 1)"),  # in order of first appearance
+        ("ID_c1", "conflicting duplicate rows (same label, 0 and 1)"),
+        ("ID_d", "missing label rows: intraparenchymal, subarachnoid"),
+        ("ID_e", "'any' disagrees with the subtypes (any must be 1 exactly when a subtype is)"),
+    ]
+    assert parsed.counts == {
+        "rows_total": 56,
+        "rows_malformed": 7,
+        "rows_exact_duplicates": 1,
+        "images_conflicting": 2,
+        "images_incomplete": 1,
+        "images_inconsistent_any": 1,
+        "images_valid": 4,
+    }
+
+
+def test_header_without_rows_is_a_clear_error(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("ID,Label\n\n")
+    with pytest.raises(LabelsCsvError, match="no rows"):
+        parse_long_csv(str(path))
