@@ -13,13 +13,15 @@ import math
 import multiprocessing
 import os
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -27,8 +29,10 @@ from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from ich.files import image_path
+from ich.labels import LABELS
+from ich.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
 
-__all__ = ["INDEX_COLUMNS", "HeaderResult", "read_header", "index_headers"]
+__all__ = ["INDEX_COLUMNS", "TABLE_COLUMNS", "HeaderResult", "read_header", "index_headers", "IndexOutcome", "build_index", "read_index"]
 
 #: Keys of :attr:`HeaderResult.row`, in this order.
 INDEX_COLUMNS: tuple[str, ...] = (
@@ -243,3 +247,63 @@ def _scan(image_ids: Iterable[str], dicom_dir: str, workers: int) -> Iterator[He
             if not pending:
                 return
             yield from pending.popleft().get()
+
+
+#: Columns of ``data/index.csv``: the image, its labels, and its header fields (:data:`INDEX_COLUMNS`).
+TABLE_COLUMNS: tuple[str, ...] = ("ID", *LABELS, *INDEX_COLUMNS[1:])
+_TEXT_COLUMNS = ("ID", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "split")
+
+
+def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``data/index.csv`` (or a table with its columns, such as ``data/sampled.csv``): identifiers as
+    text (empty when absent, never NaN), ``position_z`` as float (NaN when unknown)."""
+    header = pd.read_csv(path, nrows=0).columns
+    dtypes = {column: str for column in _TEXT_COLUMNS if column in header}
+    frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={"position_z": [""]})
+    return frame
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    """What the index stage writes: the ``index`` (:data:`TABLE_COLUMNS`, sorted by ID), the ``quarantine``
+    (``ID,reason``: label problems as ``labels: …``, then unreadable or missing files) and ``metrics``."""
+
+    index: pd.DataFrame
+    quarantine: pd.DataFrame
+    metrics: dict[str, object]
+    reasons: Counter
+
+
+def build_index(labels: pd.DataFrame, label_problems: pd.DataFrame, results: Iterable[HeaderResult], key: bytes | None = None) -> IndexOutcome:
+    """Join the wide labels table with the header rows; every image without a usable header is quarantined.
+
+    Args:
+        labels: the wide table of :func:`ich.labels.parse_long_csv` (``ID`` + labels).
+        label_problems: its rejects (``ID,reason``), quarantined as ``labels: <reason>``.
+        results: one :class:`HeaderResult` per row of ``labels``.
+        key: pseudonym key; when given, :data:`ich.pseudonyms.PSEUDONYMIZED_COLUMNS` become keyed pseudonyms.
+    """
+    rows, failures = [], []
+    for result in results:
+        if result.row is None:
+            failures.append({"ID": result.image_id, "reason": str(result.reason)})
+        else:
+            rows.append(result.row)
+    headers = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    if key is not None:
+        for column in PSEUDONYMIZED_COLUMNS:
+            headers[column] = [pseudonym(str(value), key) for value in headers[column]]
+    index = labels.merge(headers, on="ID", how="inner", validate="one_to_one")[list(TABLE_COLUMNS)].sort_values("ID")
+    problems = label_problems.assign(reason="labels: " + label_problems["reason"]).drop_duplicates("ID")[["ID", "reason"]]
+    reasons = Counter(entry["reason"] for entry in failures)
+    metrics = {
+        "images_labelled": int(len(labels)),
+        "images_indexed": int(len(index)),
+        "unreadable": len(failures),
+        "label_problems": int(len(problems)),
+        "patients": int(index["PatientID"].replace("", np.nan).nunique()),
+        "series": int(index["SeriesInstanceUID"].replace("", np.nan).nunique()),
+        "top_reasons": dict(reasons.most_common(10)),
+    }
+    quarantine = pd.concat([problems, pd.DataFrame(failures, columns=["ID", "reason"])], ignore_index=True)
+    return IndexOutcome(index=index.reset_index(drop=True), quarantine=quarantine, metrics=metrics, reasons=reasons)

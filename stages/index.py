@@ -7,11 +7,11 @@ import logging
 from tqdm import tqdm
 
 from ich.files import write_csv, write_json
-from ich.index import build_index, read_headers
+from ich.index import build_index, index_headers
 from ich.labels import parse_long_csv
 from ich.params import DataParams, IndexParams, PreprocessParams, load_params, section
-from ich.preprocess import quarantine_failure
 from ich.pseudonyms import pseudonym_key
+from ich.quarantine import quarantine_failure
 from ich.runner import StageError, run_stage
 
 INDEX, QUARANTINE, METRICS = "data/index.csv", "data/index_quarantine.csv", "metrics/index.json"
@@ -26,7 +26,7 @@ def main() -> None:
     if parsed.wide.empty:
         raise StageError(f"No usable image in {data.labels_csv!r} ({len(parsed.rejected)} problem rows). Check `data.labels_csv`.")
     ids = parsed.wide["ID"].tolist()
-    headers = tqdm(read_headers(ids, data.dicom_dir, index.workers), total=len(ids), desc="index", unit="file", mininterval=1.0)
+    headers = tqdm(index_headers(ids, data.dicom_dir, index.workers), total=len(ids), desc="index", unit="file", mininterval=1.0)
     outcome = build_index(parsed.wide, parsed.rejected, headers, key)
     write_csv(outcome.index, INDEX)
     write_csv(outcome.quarantine, QUARANTINE)

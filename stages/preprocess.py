@@ -11,7 +11,8 @@ from tqdm import tqdm
 from ich.files import prepare_output_dir, write_csv, write_json
 from ich.index import read_index
 from ich.params import PreprocessParams, load_params, section
-from ich.preprocess import collect_outcome, process_many, quarantine_failure
+from ich.preprocess import collect_outcome, process_many
+from ich.quarantine import quarantine_failure
 from ich.runner import StageError, run_stage
 from ich.windows import windows_from_params
 

@@ -202,3 +202,55 @@ def test_ids_are_read_as_the_scan_goes(tmp_path, monkeypatch):
 def test_negative_workers_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="`workers` must be 0"):
         index_headers(["ID_1"], tmp_path, workers=-1)
+
+
+def _labels(*ids):
+    import pandas as pd
+
+    from ich.labels import LABELS
+
+    return pd.DataFrame([{"ID": image_id, **{label: int(label in ("any", "subdural") and n == 0) for label in LABELS}}
+                         for n, image_id in enumerate(ids)])
+
+
+def test_build_index_joins_labels_and_headers_and_quarantines_the_rest(tmp_path):
+    import pandas as pd
+
+    from ich.index import TABLE_COLUMNS, build_index, read_index
+    from ich.labels import LABELS
+
+    header = {"ID": "ID_0a", "PatientID": "007", "StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.2.3",
+              "position_z": -12.5, "rows": 512, "columns": 512}
+    results = [HeaderResult("ID_0a", header, None), HeaderResult("ID_0b", None, "file missing: no <ID>.dcm in data.dicom_dir")]
+    rejects = pd.DataFrame({"ID": ["ID_../x"], "reason": ["image ID does not match ID_<hex>"]})
+    outcome = build_index(_labels("ID_0a", "ID_0b"), rejects, results)
+    assert list(outcome.index.columns) == list(TABLE_COLUMNS)
+    assert outcome.index.to_dict("records") == [{**header, **{label: int(label in ("any", "subdural")) for label in LABELS}}]
+    assert outcome.quarantine.values.tolist() == [
+        ["ID_../x", "labels: image ID does not match ID_<hex>"],
+        ["ID_0b", "file missing: no <ID>.dcm in data.dicom_dir"],
+    ]
+    assert (outcome.metrics["images_indexed"], outcome.metrics["unreadable"], outcome.metrics["label_problems"]) == (1, 1, 1)
+    # written and read back: identifiers stay text ("007" is no number), position_z a float
+    outcome.index.to_csv(tmp_path / "index.csv", index=False)
+    again = read_index(tmp_path / "index.csv")
+    assert again.loc[0, "PatientID"] == "007" and again.loc[0, "position_z"] == -12.5
+
+
+def test_build_index_pseudonymizes_patient_and_uids_with_the_key():
+    import hashlib
+
+    from ich.index import build_index
+
+    key = b"k" * 32
+    header = {"ID": "ID_0a", "PatientID": "ID_p1", "StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.2.3",
+              "position_z": 0.0, "rows": 8, "columns": 8}
+    import pandas as pd
+
+    outcome = build_index(_labels("ID_0a"), pd.DataFrame(columns=["ID", "reason"]), [HeaderResult("ID_0a", header, None)], key)
+    row = outcome.index.iloc[0]
+    # HMAC-SHA256 written out (RFC 2104) with hashlib: H((K ^ opad) || H((K ^ ipad) || message)).
+    block = key.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + b"ID_p1").digest()
+    assert row["PatientID"] == "P" + hashlib.sha256(bytes(b ^ 0x5C for b in block) + inner).hexdigest()[:24]
+    assert row["StudyInstanceUID"].startswith("P") and row["SeriesInstanceUID"] != "1.2.3"

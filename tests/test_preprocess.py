@@ -1,4 +1,3 @@
-import hashlib
 import multiprocessing
 import os
 import signal
@@ -11,7 +10,9 @@ import pytest
 
 import ich.preprocess
 from ich.dicom import CtSlice, read_ct_slice
-from ich.preprocess import FileResult, collect_outcome, encode_png, process_many, quarantine_failure
+from ich.labels import LABELS
+from ich.preprocess import FileResult, collect_outcome, encode_png, process_many
+from ich.quarantine import quarantine_failure
 from ich.rendering import render_rgb
 from ich.windows import compose_rgb
 from tests.helpers import ct_dicom_bytes
@@ -149,34 +150,32 @@ def _results():
     ]
 
 
-def test_collect_outcome_builds_the_stage_tables():
-    rejects = pd.DataFrame({"ID": ["ID_09", "ID_09"], "reason": ["conflicting labels", "conflicting labels"]})
-    outcome = collect_outcome(_results(), 4, rejects)
-    assert outcome.metadata.to_dict("records") == [_results()[0].metadata]
+def _sampled():
+    rows = []
+    for number, split in zip(range(1, 6), ("train", "val", "val", "test", "test")):
+        rows.append({"ID": f"ID_0{number}", **{label: int(number == 1) for label in LABELS}, "PatientID": f"P{number}",
+                     "StudyInstanceUID": "1.2", "SeriesInstanceUID": f"1.2.{number}", "position_z": float(number), "split": split})
+    return pd.DataFrame(rows)
+
+
+def test_collect_outcome_builds_the_split_tables_and_the_quarantine():
+    earlier = pd.DataFrame({"ID": ["ID_09", "ID_../x"], "reason": ["labels: conflicting labels", "labels: image ID does not match"]})
+    results = _results() + [FileResult("ID_05", {"ID": "ID_05"}, None)]
+    outcome = collect_outcome(results, _sampled(), earlier)
+    assert outcome.tables["train"]["ID"].tolist() == ["ID_01"]
+    assert outcome.tables["val"].empty  # ID_02 and ID_03 were unusable
+    assert outcome.tables["test"]["ID"].tolist() == ["ID_05"]  # ID_04 missing
+    assert list(outcome.tables["train"].columns) == ["ID", *LABELS, "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "position_z"]
     assert outcome.quarantine.values.tolist() == [
+        ["ID_09", "labels: conflicting labels"],
+        ["ID_../x", "labels: image ID does not match"],
         ["ID_02", "blank image (all pixels have the same value)"],
         ["ID_03", "blank image (all pixels have the same value)"],
         ["ID_04", "file missing: no <ID>.dcm in data.dicom_dir"],
-        ["ID_09", "labels: conflicting labels"],
     ]
-    assert outcome.metrics == {
-        "images": 4, "png_written": 1, "quarantined": 3, "quarantined_fraction": 0.75, "label_problems": 1,
-        "top_reasons": {"blank image (all pixels have the same value)": 2, "file missing: no <ID>.dcm in data.dicom_dir": 1},
-    }
-    assert quarantine_failure(outcome, 0.75, "q.csv") is None
-    message = quarantine_failure(outcome, 0.5, "q.csv")
-    assert "3 of 4 sampled images (75.0%)" in message and "max_quarantine_fraction` = 50.0%" in message
-    assert "2 x blank image" in message and "data.dicom_dir" in message and "q.csv" in message
-
-
-def test_collect_outcome_pseudonymizes_identifiers():
-    key = b"k" * 32
-    outcome = collect_outcome(_results(), 4, pd.DataFrame(columns=["ID", "reason"]), key=key)
-    row = outcome.metadata.iloc[0]
-    # HMAC-SHA256 written out (RFC 2104) with hashlib: H((K ^ opad) || H((K ^ ipad) || message)).
-    block = key.ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + b"ID_p1").digest()
-    expected = "P" + hashlib.sha256(bytes(b ^ 0x5C for b in block) + inner).hexdigest()[:24]
-    assert row["PatientID"] == expected
-    assert row["StudyInstanceUID"].startswith("P") and row["StudyInstanceUID"] != "1.2"
-    assert row["ID"] == "ID_01" and row["rows"] == 16
+    assert outcome.metrics["quarantined"] == 3 and outcome.metrics["png_written"] == 2
+    assert outcome.reasons["blank image (all pixels have the same value)"] == 2
+    # 3 of 5 unusable: 60 %
+    assert quarantine_failure(3, 5, outcome.reasons, 0.6, "q.csv") is None
+    message = quarantine_failure(3, 5, outcome.reasons, 0.5, "q.csv")
+    assert "3 of 5 sampled images (60.0%)" in message and "2 x blank image" in message and "q.csv" in message
