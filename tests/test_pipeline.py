@@ -127,7 +127,7 @@ def full_project(tmp_path_factory):
 def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_project):
     from sklearn.metrics import roc_auc_score
 
-    from ich.evaluation import weighted_log_loss
+    from ich.evaluation import tune_thresholds, weighted_log_loss
 
     metrics = json.loads((full_project / "metrics/evaluate.json").read_text())
     predictions = pd.read_csv(full_project / "data/predictions/test.csv")
@@ -153,8 +153,22 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     assert (full_project / "dvclive/train/plots/metrics/stage2/eval/auc_subdural.tsv").exists()
     assert list((full_project / "dvclive/evaluate/plots/sklearn/confusion").glob("*.json"))
     assert (full_project / "dvclive/evaluate/plots/images/montage.png").exists()
-    shown = dvc("plots", "show", "--json", cwd=full_project).stdout
-    assert "roc" in shown and "stage1/train/loss" in shown
+    shown = json.loads(dvc("plots", "show", "--json", cwd=full_project).stdout)["data"]
+    assert {"Loss, stage 1 (train vs validation)", "AUC, stage 2 (train vs validation)", "ROC per label (test)"} <= set(shown)
+    # Intervals, series-level figures, and the tuned thresholds recomputed from the validation predictions.
+    assert "weighted_log_loss_ci95" in metrics and "series_level" in metrics
+    assert metrics["images"] == len(test) and metrics["patients"] == test["PatientID"].nunique()
+    val = pd.read_csv(full_project / "data/split/val.csv")
+    val_predictions = pd.read_csv(full_project / "data/predictions/val.csv")
+    assert val_predictions["ID"].tolist() == val["ID"].tolist()
+    recomputed = tune_thresholds(val[list(LABELS)].to_numpy(), val_predictions[list(LABELS)].to_numpy())
+    for label in LABELS:
+        assert metrics[label]["tuned"]["threshold"] == pytest.approx(recomputed[label], abs=1e-6), label
+        assert card["thresholds"][label] == metrics[label]["tuned"]["threshold"]
+    # the offline report: every chart a PNG, no network address in the page
+    report = (full_project / "plots/report.html").read_text()
+    assert "http://" not in report and "https://" not in report and "<script" not in report
+    assert {path.name for path in (full_project / "plots").glob("*.png")} >= {"roc.png", "precision_recall.png", "calibration.png"}
 
 
 def test_experiment_run_reruns_only_training_and_metrics_diff_reports_it(full_project):
