@@ -286,6 +286,11 @@ class TrainParams(_Section):
     strategy: Literal["auto", "default", "mirrored", "multi_worker"]
     deterministic: bool
     cache_images: bool
+    # The most advanced instruction set oneDNN may use on a CPU (ONEDNN_MAX_CPU_ISA, set by dvc.yaml's command):
+    # one fixed level gives the same numbers on every CPU that has it; ALL lets each CPU use its fastest.
+    onednn_max_cpu_isa: Literal[
+        "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL"
+    ]
 
 
 class EvaluateParams(_Section):
