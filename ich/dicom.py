@@ -33,7 +33,7 @@ __all__ = [
     "METADATA_COLUMNS",
 ]
 
-#: Header fields kept in ``data/metadata.csv``. Identifying tags (names, dates, institution) never are.
+#: Header fields kept of every slice (``data/index.csv``). Identifying tags (names, dates, institution) never are.
 METADATA_COLUMNS: tuple[str, ...] = (
     "ID",
     "PatientID",

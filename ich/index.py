@@ -28,22 +28,15 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from ich.dicom import METADATA_COLUMNS
 from ich.files import image_path
 from ich.labels import LABELS
 from ich.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
 
 __all__ = ["INDEX_COLUMNS", "TABLE_COLUMNS", "HeaderResult", "read_header", "index_headers", "IndexOutcome", "build_index", "read_index"]
 
-#: Keys of :attr:`HeaderResult.row`, in this order.
-INDEX_COLUMNS: tuple[str, ...] = (
-    "ID",
-    "PatientID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "position_z",
-    "rows",
-    "columns",
-)
+#: Keys of :attr:`HeaderResult.row`, in this order: the header fields read from every slice.
+INDEX_COLUMNS: tuple[str, ...] = METADATA_COLUMNS
 
 # Only these elements are kept; pydicom skips the values of all others. Modality and SOPClassUID
 # decide whether a file without the 'DICM' prefix is a bare dataset (as ich.dicom accepts it).
