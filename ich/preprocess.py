@@ -33,10 +33,16 @@ __all__ = [
     "collect_outcome",
 ]
 
-# Speed levers, measured by benchmarks/preprocess.py: one LUT gather instead of three float passes
-# (ich.rendering); OpenCV's area resize and PNG encoder (zlib level 1, run-length strategy: 4x faster than
-# PIL's default, files about 1.6x its size) instead of PIL; one worker process per core.
-_PNG_FLAGS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+# Speed levers, measured by benchmarks/preprocess.py and benchmarks/preprocess_stage.py: one LUT gather
+# instead of three float passes (ich.rendering); OpenCV's area resize and PNG encoder instead of PIL, with
+# zlib level 1, the run-length strategy, and each row's filter chosen among none/sub/up only (libpng's
+# "fast filters"; trying avg and paeth too took half the encoding time for files 0.5 % smaller); one worker
+# process per core.
+_PNG_FLAGS = [
+    cv2.IMWRITE_PNG_COMPRESSION, 1,
+    cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+    cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FAST_FILTERS,
+]
 _REASON_LIMIT = 200
 
 
