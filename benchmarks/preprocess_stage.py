@@ -67,7 +67,7 @@ def make_project(work: Path, images: int, dicom_size: int, image_size: int) -> t
     """A repository copy with `images` DICOMs in data/dicom (by `dvc repro copy`); returns (project, dicom_dir)."""
     slices = 20
     config = SynthesizeParams(
-        patients=max(1, images // slices), slices_per_series=slices, image_size=dicom_size, nonsquare_fraction=0.0,
+        patients=-(-images // slices), slices_per_series=slices, image_size=dicom_size, nonsquare_fraction=0.0,
         corrupt_files=0, missing_files=0, duplicate_rows=0, invalid_id_images=0,
     )
     generate(config, work / "src")
@@ -79,7 +79,8 @@ def make_project(work: Path, images: int, dicom_size: int, image_size: int) -> t
     pipeline["stages"] = {name: pipeline["stages"][name] for name in _DVC_STAGES}
     (project / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     (project / "data").mkdir(exist_ok=True)
-    _sampled_table(source, work / "src" / "stage_2_train.csv").to_csv(project / "data" / "sampled.csv", index=False)
+    sampled = _sampled_table(source, work / "src" / "stage_2_train.csv").head(images)  # `copy` links only these
+    sampled.to_csv(project / "data" / "sampled.csv", index=False)
     (project / "data" / "index_quarantine.csv").write_text("ID,reason\n")
     _dvc(["repro", "copy"], project)
     return project, project / "data" / "dicom"
