@@ -3,6 +3,10 @@ processed images; every unusable image in the quarantine list."""
 
 from __future__ import annotations
 
+import time
+
+_STARTED = time.perf_counter()  # before the imports below, so the logged time includes them
+
 import logging
 
 import pandas as pd
@@ -40,8 +44,9 @@ def main() -> None:
     if failure:
         raise StageError(failure)
     logging.getLogger("ich").info(
-        "preprocess: %d PNGs -> %s, %d quarantined (%s)", outcome.metrics["png_written"], output, outcome.metrics["quarantined"],
-        ", ".join(f"{count} {reason}" for reason, count in outcome.reasons.most_common(3)) or "none",
+        "preprocess: %d PNGs -> %s, %d quarantined (%s) in %.1f s", outcome.metrics["png_written"], output,
+        outcome.metrics["quarantined"], ", ".join(f"{count} {reason}" for reason, count in outcome.reasons.most_common(3)) or "none",
+        time.perf_counter() - _STARTED,
     )
 
 
