@@ -123,6 +123,7 @@ def test_push_then_pull_into_a_second_clone_restores_every_file(resumed_project)
     assert dvc("status", cwd=clone).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
+@pytest.mark.slow  # a minute or more of dvc exp; CI runs it in its slow pass
 def test_queued_two_point_sweep_runs_and_exp_show_lists_both(resumed_project):
     project, _, _ = resumed_project
     dvc("exp", "run", "--queue", "-S", "evaluate.threshold=0.3,0.7", cwd=project)

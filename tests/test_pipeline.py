@@ -171,6 +171,7 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     assert {path.name for path in (full_project / "plots").glob("*.png")} >= {"roc.png", "precision_recall.png", "calibration.png"}
 
 
+@pytest.mark.slow  # a minute or more of dvc exp; CI runs it in its slow pass
 def test_experiment_run_reruns_only_training_and_metrics_diff_reports_it(full_project):
     # Params of the train stage only (the single-backbone model keeps it short; the fixture ran the cascade).
     result = dvc("exp", "run", "-S", "train.epochs=2", "-S", "model.arch=efficientnetv2", cwd=full_project)
