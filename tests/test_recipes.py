@@ -123,3 +123,30 @@ def test_a_new_recipe_is_one_class_and_one_registration():
             register(Constant())
     finally:
         registry._REGISTRY.pop("constant")
+
+
+class _BuildOnly:
+    """A stand-in for the train stage's Trainer: builds each network and records it, without training."""
+
+    def __init__(self, train, val):
+        self.train, self.val, self.input_shape, self.built = train, val, SHAPE, {}
+
+    def fit(self, name, build, labels, train=None, val=None):
+        self.built[name] = (build(), list(labels), len(self.train if train is None else train))
+        return self.built[name][0]
+
+
+@pytest.mark.parametrize("arch,copied", [("cascade", False), ("cascade_warmstart", True)])
+def test_the_cascades_train_stage_two_on_positives_and_only_the_warm_start_copies_stage_one(arch, copied):
+    import pandas as pd
+
+    frame = pd.DataFrame({"ID": [f"ID_0{n}" for n in range(6)], **{label: [1, 0, 1, 0, 0, 1] for label in LABELS}})
+    trainer = _BuildOnly(frame, frame.iloc[:3])
+    keras.utils.set_random_seed(5)
+    networks = get_recipe(arch).fit(trainer, _params(arch))
+    assert trainer.built["stage1"][1:] == (["any"], 6)
+    assert trainer.built["stage2"][1:] == (["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"], 3)
+    first = networks["stage1"].get_layer("efficientnetv2b0").get_weights()
+    second = networks["stage2"].get_layer("efficientnetv2b0").get_weights()
+    same = all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert same is copied
