@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 __all__ = [
+    "HEAD_LAYER",
     "BACKBONES",
     "backbone_names",
     "build_backbone",
@@ -25,6 +26,9 @@ __all__ = [
     "build_any_classifier",
     "resolve_weights",
 ]
+
+#: The name of every network's output layer, a Dense head on the pooled features (the sequence model reads its input).
+HEAD_LAYER = "probabilities"
 
 #: ImageNet's per-channel mean and standard deviation of 0..255 RGB, as Keras's ConvNeXt normalises its input.
 _IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -271,7 +275,7 @@ def build_single(
     image = keras.Input(tuple(input_shape), name="image")
     augmented = _online_augmentation(image, augment)
     features = build_backbone(backbone, input_shape, resolve_weights(weights, backbone))(augmented)
-    return keras.Model(image, _head(features, num_outputs, dropout, "probabilities"), name=name)
+    return keras.Model(image, _head(features, num_outputs, dropout, HEAD_LAYER), name=name)
 
 
 def build_any_classifier(
@@ -303,7 +307,7 @@ def build_subtype_fusion(
     first = build_backbone(efficientnet, input_shape, resolve_weights(weights, efficientnet))(augmented)
     second = build_backbone(convnext, input_shape, resolve_weights(weights, convnext))(augmented)
     fused = AttentionFusion(fusion_units, name="fusion")([first, second])
-    return keras.Model(image, _head(fused, num_outputs, dropout, "probabilities"), name="stage2_subtypes")
+    return keras.Model(image, _head(fused, num_outputs, dropout, HEAD_LAYER), name="stage2_subtypes")
 
 
 def backbones_of(model: keras.Model) -> list[keras.Model]:

@@ -107,6 +107,9 @@ def test_a_new_recipe_is_one_class_and_one_registration():
         def fit(self, trainer, params):
             return {}
 
+        def combine(self, outputs, combination="product", gate_threshold=0.5):
+            raise AssertionError("predict is overridden")
+
         def predict(self, networks, images, combination="product", gate_threshold=0.5):
             count = sum(int(batch.shape[0]) for batch in registry.images_only(images))
             return np.tile([0.14, 0.004, 0.048, 0.035, 0.048, 0.063], (count, 1))

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from ich.errors import PipelineError
+from ich.models import HEAD_LAYER
 
 if TYPE_CHECKING:  # the trainer is handed in by the train stage; inference never imports training code
     from ich.params import ModelParams
@@ -44,6 +45,10 @@ class Recipe(ABC):
         """Build and train every network through ``trainer``; returns ``{network name: trained model}``."""
 
     @abstractmethod
+    def combine(self, outputs: Mapping[str, np.ndarray], combination: str = "product", gate_threshold: float = 0.5) -> np.ndarray:
+        """``(N, 6)`` float64 probabilities in :data:`ich.labels.LABELS` order from each network's raw output
+        (``{network name: (N, outputs)}``). ``combination``/``gate_threshold`` matter to the cascades only."""
+
     def predict(
         self,
         networks: Mapping[str, keras.Model],
@@ -52,7 +57,29 @@ class Recipe(ABC):
         gate_threshold: float = 0.5,
     ) -> np.ndarray:
         """``(N, 6)`` float64 probabilities in :data:`ich.labels.LABELS` order for a dataset of image batches
-        (or of ``(image, target)`` batches). ``combination``/``gate_threshold`` matter to the cascades only."""
+        (or of ``(image, target)`` batches): every network in turn, then :meth:`combine`."""
+        only_images = images_only(images)
+        outputs = {name: np.asarray(networks[name].predict(only_images, verbose=0)) for name in self.networks}
+        return self.combine(outputs, combination, gate_threshold)
+
+    def predict_with_features(
+        self,
+        networks: Mapping[str, keras.Model],
+        images: tf.data.Dataset,
+        combination: str = "product",
+        gate_threshold: float = 0.5,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict`'s probabilities and, per image, the pooled features each network's head reads (the
+        input of its layer named :data:`HEAD_LAYER`), concatenated over :attr:`networks` in order: what the
+        sequence model sees of a slice."""
+        only_images = images_only(images)
+        outputs, features = {}, []
+        for name in self.networks:
+            network = networks[name]
+            extractor = keras.Model(network.inputs, [network.get_layer(HEAD_LAYER).input, network.outputs[0]])
+            pooled, outputs[name] = extractor.predict(only_images, verbose=0)
+            features.append(np.asarray(pooled, dtype=np.float32))
+        return self.combine(outputs, combination, gate_threshold), np.concatenate(features, axis=1)
 
     @abstractmethod
     def describe(self, params: ModelParams) -> dict[str, Any]:

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ich.evaluation import combine_cascade
 from ich.labels import ANY, SUBTYPES
 from ich.models import build_any_classifier, build_subtype_fusion
-from ich.recipes.base import Recipe, RecipeError, images_only, register
+from ich.recipes.base import Recipe, RecipeError, register
 
 if TYPE_CHECKING:
     from ich.params import ModelParams
@@ -65,17 +64,8 @@ class Cascade(Recipe):
         stage2 = trainer.fit("stage2", build_stage2, SUBTYPES, positive_train, positive_val)
         return {"stage1": stage1, "stage2": stage2}
 
-    def predict(
-        self,
-        networks: Mapping[str, keras.Model],
-        images: tf.data.Dataset,
-        combination: str = "product",
-        gate_threshold: float = 0.5,
-    ) -> np.ndarray:
-        only_images = images_only(images)
-        p_any = networks["stage1"].predict(only_images, verbose=0)
-        conditional = networks["stage2"].predict(only_images, verbose=0)
-        return combine_cascade(p_any, conditional, combination, gate_threshold)
+    def combine(self, outputs: Mapping[str, np.ndarray], combination: str = "product", gate_threshold: float = 0.5) -> np.ndarray:
+        return combine_cascade(outputs["stage1"], outputs["stage2"], combination, gate_threshold)
 
     def describe(self, params: ModelParams) -> dict[str, Any]:
         return {"backbones": {"efficientnet": params.efficientnet, "convnext": params.convnext}, "warm_start": self.warm_start}

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ich.labels import LABELS
 from ich.models import build_single
-from ich.recipes.base import Recipe, RecipeError, images_only, register
+from ich.recipes.base import Recipe, RecipeError, register
 
 if TYPE_CHECKING:
     from ich.params import ModelParams
@@ -42,16 +41,10 @@ class SingleBackbone(Recipe):
     def fit(self, trainer: Trainer, params: ModelParams) -> dict[str, keras.Model]:
         return {"model": trainer.fit("model", lambda: self.build("model", params, trainer.input_shape), LABELS)}
 
-    def predict(
-        self,
-        networks: Mapping[str, keras.Model],
-        images: tf.data.Dataset,
-        combination: str = "product",
-        gate_threshold: float = 0.5,
-    ) -> np.ndarray:
-        probabilities = networks["model"].predict(images_only(images), verbose=0).astype(np.float64)
-        if probabilities.shape[1] != len(LABELS):
-            raise ValueError(f"Expected {len(LABELS)} outputs, got {probabilities.shape[1]}")
+    def combine(self, outputs: Mapping[str, np.ndarray], combination: str = "product", gate_threshold: float = 0.5) -> np.ndarray:
+        probabilities = np.asarray(outputs["model"], dtype=np.float64)
+        if probabilities.ndim != 2 or probabilities.shape[1] != len(LABELS):
+            raise ValueError(f"Expected {len(LABELS)} outputs, got shape {probabilities.shape}")
         return probabilities
 
     def describe(self, params: ModelParams) -> dict[str, Any]:
