@@ -99,21 +99,35 @@ class LoadedModel:
 
         ``tta``: average the CNN's probabilities and features over the image and its horizontal mirror.
         """
+        cnn, features = self.cnn_outputs(images, series, positions, ids, batch_size, tta, with_features=self.sequence is not None)
+        if self.sequence is None:
+            return SlicePredictions(cnn=cnn, final=cnn)
+        runs = series_runs(series, series_order(series, positions, ids))
+        final = predict_series(self.sequence, slice_inputs(features, cnn), runs)
+        return SlicePredictions(cnn=cnn, final=final, features=features)
+
+    def cnn_outputs(
+        self,
+        images: np.ndarray,
+        series: Sequence[str],
+        positions: Sequence[float],
+        ids: Sequence[str] | None = None,
+        batch_size: int = 64,
+        tta: bool = False,
+        with_features: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The CNN alone on whole series (arguments as :meth:`predict_slices`): its ``(N, 6)`` probabilities and,
+        with ``with_features``, the ``(N, F)`` pooled features the sequence model reads (else ``None``)."""
         images = np.asarray(images)
-        if images.ndim != 4 or images.shape[1:3] != (self.image_size, self.image_size):
+        if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(f"images must be (N, {self.image_size}, {self.image_size}, 3). Received shape {images.shape}")
         inputs = self.model_inputs(images, series, positions, ids)
         combination, gate = self.card.get("combination", "product"), float(self.card.get("gate_threshold", 0.5))
         views = [inputs, inputs[:, :, ::-1]] if tta else [inputs]
-        if self.sequence is None:
-            cnn = np.mean([self.recipe.predict(self.networks, image_batches(view, batch_size), combination, gate) for view in views], axis=0)
-            return SlicePredictions(cnn=cnn, final=cnn)
+        if not with_features:
+            return np.mean([self.recipe.predict(self.networks, image_batches(view, batch_size), combination, gate) for view in views], axis=0), None
         outputs = [self.recipe.predict_with_features(self.networks, image_batches(view, batch_size), combination, gate) for view in views]
-        cnn = np.mean([probabilities for probabilities, _ in outputs], axis=0)
-        features = np.mean([features for _, features in outputs], axis=0)
-        runs = series_runs(series, series_order(series, positions, ids))
-        final = predict_series(self.sequence, slice_inputs(features, cnn), runs)
-        return SlicePredictions(cnn=cnn, final=final, features=features)
+        return np.mean([p for p, _ in outputs], axis=0), np.mean([f for _, f in outputs], axis=0)
 
 
 def _subfolder(folder: Path, name: object, key: str) -> Path:

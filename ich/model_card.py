@@ -12,7 +12,7 @@ from typing import Any
 from ich.files import write_json
 from ich.labels import LABELS
 
-__all__ = ["MODEL_CARD", "model_card", "save_model_folder", "read_model_card"]
+__all__ = ["MODEL_CARD", "model_card", "save_model_folder", "read_model_card", "folder_card"]
 
 #: The JSON beside the model files that says how to use them.
 MODEL_CARD = "model.json"
@@ -86,3 +86,14 @@ def read_model_card(folder: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{MODEL_CARD} names an unexpected model file: {filename!r}")
     return card
 
+
+
+def folder_card(cnn_card: Mapping[str, Any], cnn_dir: str, sequence: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The card of a model folder whose CNN lies in the subfolder ``cnn_dir`` (its own card ``cnn_card``) and
+    whose sequence model, when there is one, is described by ``sequence`` (``{"dir", "file", ...}``; ``None``:
+    the CNN's predictions are final)."""
+    card = {**cnn_card, "cnn_dir": cnn_dir, "sequence": dict(sequence) if sequence else None}
+    if sequence and "thresholds" in sequence:  # the final predictions are the sequence model's
+        card["cnn_thresholds"], card["thresholds"] = dict(cnn_card["thresholds"]), dict(sequence["thresholds"])
+        card["thresholds_from"] = "best F1 of the sequence model's predictions on the validation split"
+    return card

@@ -245,6 +245,9 @@ class ModelParams(_Section):
     # the validation thresholds are tuned with it, and the model card carries both to inference.
     combination: Literal["product", "gate"]
     gate_threshold: float = Field(gt=0.0, lt=1.0)
+    # 2.5D input: 0 = one slice; k = each image takes its green (brain) window from the slice k before it along
+    # z and its blue (bone) window from the slice k after it (ich.context).
+    context_slices: int = Field(ge=0, le=8)
 
     @field_validator("arch")
     @classmethod
@@ -291,6 +294,24 @@ class TrainParams(_Section):
     onednn_max_cpu_isa: Literal[
         "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL"
     ]
+
+
+class SequenceParams(_Section):
+    """`sequence`: the bidirectional GRU over each series on the frozen CNN's features (ich.sequence)."""
+
+    enabled: bool
+    seed: int
+    epochs: int = Field(ge=1)
+    early_stopping_patience: int = Field(ge=1)
+    batch_series: int = Field(ge=1)  # series per batch
+    learning_rate: float = Field(gt=0.0)
+    units: int = Field(ge=1)  # GRU units each way
+    layers: int = Field(ge=1)
+    projection: int = Field(ge=1)  # width the pooled CNN features are projected to
+    dropout: float = Field(ge=0.0, lt=1.0)
+    crop: int = Field(ge=0)  # longest random crop of a training series; 0 = whole series
+    reverse_p: float = Fraction  # chance a training series is read backwards
+    batch_size: int = Field(ge=1)  # images per batch when extracting the CNN's features
 
 
 class EvaluateParams(_Section):

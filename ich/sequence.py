@@ -39,6 +39,9 @@ __all__ = [
     "predict_series",
     "SeriesBatches",
     "label_weights",
+    "SeriesSet",
+    "weighted_binary_crossentropy",
+    "fit_sequence",
 ]
 
 #: Probabilities are clipped to [1e-6, 1 - 1e-6] before taking logits (finite inputs for certain slices).
@@ -203,3 +206,63 @@ class SeriesBatches:
             padded, mask = pad_series(rows)
             padded_targets, _ = pad_series(targets, padded.shape[1])
             yield {"slices": padded, "mask": mask}, padded_targets, mask
+
+
+@dataclass(frozen=True)
+class SeriesSet:
+    """One split for the sequence model: :func:`slice_inputs` rows, their ``(N, 6)`` 0/1 targets, and each
+    series' row indices in z order (:func:`ich.context.series_runs`)."""
+
+    rows: np.ndarray
+    targets: np.ndarray
+    runs: list[np.ndarray]
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.rows.shape[1]) - _NUM_LABELS
+
+
+@keras.saving.register_keras_serializable(package="ich")
+def weighted_binary_crossentropy(y_true, y_pred):
+    """Per-slice binary cross-entropy averaged over the six labels with the competition's weights (``any`` twice)."""
+    weights = keras.ops.convert_to_tensor(label_weights())
+    y_pred = keras.ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+    losses = -(y_true * keras.ops.log(y_pred) + (1.0 - y_true) * keras.ops.log(1.0 - y_pred))
+    return keras.ops.sum(losses * weights, axis=-1)
+
+
+def fit_sequence(train: SeriesSet, val: SeriesSet, params, score, live=None) -> tuple[keras.Model, dict]:
+    """Train the sequence network on ``train`` with early stopping on ``val``.
+
+    Args:
+        params: the ``sequence`` params (:class:`ich.params.SequenceParams`).
+        score: ``score(y_true, y_prob) -> float``, lower is better (the weighted log loss), computed on ``val``
+            after every epoch; the weights of the best epoch are kept.
+        live: a dvclive ``Live`` to log ``train_loss`` and ``val_weighted_log_loss`` per epoch (optional).
+
+    Returns:
+        The network with its best weights, and a summary (best epoch, its validation score, epochs run).
+    """
+    keras.utils.set_random_seed(params.seed)
+    model = build_sequence_model(train.feature_dim, params.projection, params.units, params.dropout, params.layers)
+    model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=weighted_binary_crossentropy)
+    batches = SeriesBatches(
+        [series_inputs(train.rows[run]) for run in train.runs], [train.targets[run] for run in train.runs],
+        params.batch_series, params.crop, params.reverse_p, params.seed,
+    )
+    best = {"epoch": 0, "val_weighted_log_loss": float(score(val.targets, predict_series(model, val.rows, val.runs)))}
+    best_weights, epochs_run = model.get_weights(), 0
+    for epoch in range(1, params.epochs + 1):
+        losses = [float(model.train_on_batch(x, y, sample_weight=w)) for x, y, w in batches.epoch()]
+        val_score = float(score(val.targets, predict_series(model, val.rows, val.runs)))
+        epochs_run = epoch
+        if live is not None:
+            live.log_metric("train_loss", float(np.mean(losses)))
+            live.log_metric("val_weighted_log_loss", val_score)
+            live.next_step()
+        if val_score < best["val_weighted_log_loss"]:
+            best, best_weights = {"epoch": epoch, "val_weighted_log_loss": val_score}, model.get_weights()
+        elif epoch - best["epoch"] >= params.early_stopping_patience:
+            break
+    model.set_weights(best_weights)
+    return model, {**best, "epochs_run": epochs_run}

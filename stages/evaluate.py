@@ -1,15 +1,18 @@
-"""Stage `evaluate`: predictions on val and test at natural prevalence; metrics per label, per series, with
-patient-bootstrap confidence intervals; plots."""
+"""Stage `evaluate`: predictions on val and test at natural prevalence, whole series at a time (the CNN, then the
+sequence model when there is one); metrics per label, per series, with patient-bootstrap confidence intervals,
+for the final predictions and, side by side, for each model; plots."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from ich.data import label_matrix, load_table, make_dataset
+from ich.data import label_matrix, load_table
 from ich.evaluation import evaluate_predictions, series_predictions, tune_thresholds
+from ich.features import predict_frame
 from ich.files import write_csv, write_json
 from ich.inference import load_models
 from ich.labels import LABELS
@@ -26,36 +29,41 @@ def main() -> None:
     params = section(load_params(), "evaluate", EvaluateParams)
     model = load_models(MODEL_DIR)
     frames = {name: load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR) for name in ("val", "test")}
-    truth, probabilities = {}, {}
+    truth = {name: label_matrix(frame) for name, frame in frames.items()}
+    predicted = {name: predict_frame(model, frame) for name, frame in frames.items()}
     for name, frame in frames.items():
-        truth[name] = label_matrix(frame)
-        probabilities[name] = model.predict(make_dataset(frame["path"].tolist(), truth[name], model.image_size, 32, False, 0, cache=False))
-        write_csv(pd.DataFrame(probabilities[name], columns=list(LABELS)).assign(ID=frame["ID"].to_numpy())[["ID", *LABELS]], PREDICTIONS.format(name))
-    # Slice thresholds were tuned once, on val, when training (the model card's); series thresholds here, on val.
-    val_series = series_predictions(truth["val"], probabilities["val"], frames["val"]["SeriesInstanceUID"].to_numpy())
-    test = frames["test"]
-    metrics = evaluate_predictions(
-        truth["test"], probabilities["test"], params.threshold, model.card["thresholds"],
-        groups=test["PatientID"].to_numpy(), series=test["SeriesInstanceUID"].to_numpy(),
-        series_tuned=tune_thresholds(val_series.y_true, val_series.y_prob, default=params.threshold),
-        draws=params.bootstrap_draws, seed=params.seed,
-    )
+        write_csv(pd.DataFrame(predicted[name].final, columns=list(LABELS)).assign(ID=frame["ID"].to_numpy())[["ID", *LABELS]], PREDICTIONS.format(name))
+    val, test = frames["val"], frames["test"]
+
+    def scores(val_probabilities: np.ndarray, test_probabilities: np.ndarray, slice_thresholds: dict) -> dict:
+        # Slice thresholds were tuned on val when the model was trained (the card's); series thresholds here, on val.
+        val_series = series_predictions(truth["val"], val_probabilities, val["SeriesInstanceUID"].to_numpy())
+        return evaluate_predictions(
+            truth["test"], test_probabilities, params.threshold, slice_thresholds,
+            groups=test["PatientID"].to_numpy(), series=test["SeriesInstanceUID"].to_numpy(),
+            series_tuned=tune_thresholds(val_series.y_true, val_series.y_prob, default=params.threshold),
+            draws=params.bootstrap_draws, seed=params.seed,
+        )
+
+    metrics = scores(predicted["val"].final, predicted["test"].final, model.card["thresholds"])
+    if model.sequence is not None:
+        cnn = scores(predicted["val"].cnn, predicted["test"].cnn, model.card["cnn_thresholds"])
+        metrics["by_model"] = {"cnn": cnn, "sequence": {key: value for key, value in metrics.items()}}
     metrics["combination"] = model.card["combination"]
     write_json(metrics, METRICS)
-    charts = evaluation_charts(CURVES, truth["test"], probabilities["test"])
+    probabilities = predicted["test"].final
+    charts = evaluation_charts(CURVES, truth["test"], probabilities)
     write_report(REPORT_DIR, charts, f"ICH evaluation: test split, {len(test)} slices of {test['PatientID'].nunique()} patients", metrics)
     with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
-        log_label_plots(live, truth["test"], probabilities["test"], params.threshold)
+        log_label_plots(live, truth["test"], probabilities, params.threshold)
         if params.montage_images > 0:
-            live.log_image("montage.png", montage(test, probabilities["test"], params.threshold, params.montage_images, seed=0))
-    summary = ", ".join(
-        f"{label} {metrics[label]['auc']:.3f} {metrics[label].get('auc_ci95')}" if metrics[label]["auc"] is not None else f"{label} n/a"
-        for label in LABELS
-    )
-    logging.getLogger("ich").info(
-        "evaluate: AUC %s; mean subtype AUC %s; weighted log loss %.4f %s", summary, metrics["mean_subtype_auc"],
-        metrics["weighted_log_loss"], metrics.get("weighted_log_loss_ci95"),
-    )
+            live.log_image("montage.png", montage(test, probabilities, params.threshold, params.montage_images, seed=0))
+    for name, result in metrics.get("by_model", {"final": metrics}).items():
+        logging.getLogger("ich").info(
+            "evaluate (%s): AUC %s; mean subtype AUC %s; weighted log loss %.4f %s", name,
+            ", ".join(f"{label} {result[label]['auc']:.3f}" if result[label]["auc"] is not None else f"{label} n/a" for label in LABELS),
+            result["mean_subtype_auc"], result["weighted_log_loss"], result.get("weighted_log_loss_ci95"),
+        )
 
 
 if __name__ == "__main__":

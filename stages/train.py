@@ -20,7 +20,7 @@ from ich.training import Trainer, plan_phases
 
 PNG_DIR, AUGMENTED_DIR = "data/png", "data/augmented"
 TRAIN, AUGMENTED, VAL = "data/split/train.csv", "data/augmented.csv", "data/split/val.csv"
-MODEL_DIR, LIVE_DIR, RESUME_DIR = "models", "dvclive/train", "checkpoints/train"
+MODEL_DIR, LIVE_DIR, RESUME_DIR = "models/cnn", "dvclive/train", "checkpoints/train"
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
             card = model_card(
                 model.arch, recipe.describe(model), {name: f"{name}.keras" for name in networks}, preprocess.image_size,
                 preprocess.window_dicts(), model.weights, thresholds, model.combination, model.gate_threshold, train_images=len(images),
-                positive_weights=trainer.positive_weights, mixed_precision=runtime.mixed_precision,
+                positive_weights=trainer.positive_weights, mixed_precision=runtime.mixed_precision, context_slices=model.context_slices,
             )
             save_model_folder(output, card, {name: store.best_checkpoint(name) for name in networks})
             live.log_params({"thresholds": thresholds})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -76,7 +77,7 @@ class Recipe(ABC):
         outputs, features = {}, []
         for name in self.networks:
             network = networks[name]
-            extractor = keras.Model(network.inputs, [network.get_layer(HEAD_LAYER).input, network.outputs[0]])
+            extractor = _feature_extractor(network)
             pooled, outputs[name] = extractor.predict(only_images, verbose=0)
             features.append(np.asarray(pooled, dtype=np.float32))
         return self.combine(outputs, combination, gate_threshold), np.concatenate(features, axis=1)
@@ -84,6 +85,17 @@ class Recipe(ABC):
     @abstractmethod
     def describe(self, params: ModelParams) -> dict[str, Any]:
         """What ``model.json`` records about this architecture besides the common fields (its backbones)."""
+
+
+_EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _feature_extractor(network: keras.Model) -> keras.Model:
+    """``network`` with two outputs, its head's input (the pooled features) and its own output; built once per
+    network, so repeated predictions reuse one traced function."""
+    if network not in _EXTRACTORS:
+        _EXTRACTORS[network] = keras.Model(network.inputs, [network.get_layer(HEAD_LAYER).input, network.outputs[0]])
+    return _EXTRACTORS[network]
 
 
 _REGISTRY: dict[str, Recipe] = {}

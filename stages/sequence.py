@@ -1,0 +1,66 @@
+"""Stage `sequence`: slice context. The trained CNN (frozen) gives every slice of every train and val series its
+pooled features and probabilities; a bidirectional GRU over each series in z order learns to correct them,
+early-stopped on val. Writes models/sequence/ and the model folder's card, models/model.json."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from dvclive import Live
+
+from ich.context import series_order, series_runs
+from ich.data import label_matrix, load_table
+from ich.evaluation import tune_thresholds, weighted_log_loss
+from ich.features import FeatureStore, fingerprint_files
+from ich.files import prepare_output_dir, write_json
+from ich.inference import load_models
+from ich.model_card import MODEL_CARD, folder_card
+from ich.params import SequenceParams, load_params, section
+from ich.runner import run_stage
+from ich.sequence import SeriesSet, fit_sequence, predict_series, slice_inputs
+
+SPLIT_DIR, PNG_DIR, MODELS, CNN_DIR, OUTPUT = "data/split", "data/png", "models", "cnn", "sequence"
+STORE, LIVE_DIR, METRICS = "checkpoints/sequence", "dvclive/sequence", "metrics/sequence.json"
+
+
+def main() -> None:
+    params = section(load_params(), "sequence", SequenceParams)
+    cnn = load_models(f"{MODELS}/{CNN_DIR}")
+    output = prepare_output_dir(f"{MODELS}/{OUTPUT}.partial")
+    entry, metrics = None, {"enabled": params.enabled}
+    if params.enabled:
+        model_files = sorted((f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card["files"].values()]))
+        splits, rates, cnn_probabilities = {}, [], {}
+        for name in ("train", "val"):
+            frame = load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR)
+            fingerprint = fingerprint_files([*model_files, *frame["path"]], extra=frame.to_csv(index=False))
+            features, probabilities, speed = FeatureStore(STORE, name).compute(cnn, frame, fingerprint, params.batch_size)
+            rates.append(speed)
+            cnn_probabilities[name] = probabilities
+            series = frame["SeriesInstanceUID"].astype(str).to_numpy()
+            runs = series_runs(series, series_order(series, frame["position_z"].to_numpy(), frame["ID"].to_numpy()))
+            splits[name] = SeriesSet(slice_inputs(features, probabilities), label_matrix(frame), runs)
+        with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
+            network, fitted = fit_sequence(splits["train"], splits["val"], params, weighted_log_loss, live)
+        network.save(output / "sequence.keras")
+        val = splits["val"]
+        thresholds = tune_thresholds(val.targets, predict_series(network, val.rows, val.runs))
+        images, seconds = sum(rate["images"] for rate in rates), sum(rate["seconds"] for rate in rates)
+        metrics.update(
+            fitted, val_weighted_log_loss_cnn=weighted_log_loss(splits["val"].targets, cnn_probabilities["val"]), train_series=len(splits["train"].runs), val_series=len(splits["val"].runs),
+            feature_dim=splits["train"].feature_dim, features_computed=images,
+            features_images_per_s=round(images / seconds, 1) if images and seconds else None,
+        )
+        entry = {"dir": OUTPUT, "file": "sequence.keras", "inputs": "CNN pooled features + its six logits and their differences to the neighbouring slices",
+                 "feature_dim": splits["train"].feature_dim, **params.model_dump(), **fitted, "thresholds": thresholds}
+    write_json(metrics, output / "sequence.json")
+    shutil.rmtree(f"{MODELS}/{OUTPUT}", ignore_errors=True)
+    output.rename(f"{MODELS}/{OUTPUT}")  # the folder appears whole or not at all
+    write_json(folder_card(cnn.card, CNN_DIR, entry), f"{MODELS}/{MODEL_CARD}")
+    write_json(metrics, METRICS)
+    logging.getLogger("ich").info("sequence: %s", metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)
