@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import albumentations as A
@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ich.context import compose_context
 from ich.files import atomic_write_bytes, image_path
 from ich.labels import SUBTYPES
 from ich.params import AugmentParams
@@ -96,8 +97,13 @@ def write_augmented(
     png_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     transform: Callable[..., dict],
+    neighbours: Mapping[str, tuple[str, str]] | None = None,
 ) -> int:
     """Write each planned copy: read ``<png_dir>/<source>.png``, transform it, write ``<output_dir>/<new>.png``.
+
+    With ``neighbours`` (2.5D input: ``{source ID: (ID before, ID after)}`` along z, from
+    :func:`ich.context.neighbour_ids`), the source is first composed with its neighbours
+    (:func:`ich.context.compose_context`), and the composed image is transformed as one.
 
     Args:
         copies: ``(source ID, new ID)`` pairs from :func:`plan_copies`, in the order the seeded
@@ -112,15 +118,22 @@ def write_augmented(
     Raises:
         FileNotFoundError: a source PNG is missing or unreadable (rerun `dvc repro preprocess`).
     """
-    written = 0
-    for source_id, new_id in copies:
-        source = image_path(png_dir, source_id, ".png")
+    def read(image_id: str) -> np.ndarray:
+        source = image_path(png_dir, image_id, ".png")
         bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(
                 f"Cannot read {source}, a source of the training split; rerun `dvc repro preprocess`."
             )
-        augmented = transform(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))["image"]
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    written = 0
+    for source_id, new_id in copies:
+        image = read(source_id)
+        if neighbours is not None:
+            before, after = neighbours[source_id]
+            image = compose_context(np.stack([image, read(before), read(after)]), np.array([1]), np.array([2]))[0]
+        augmented = transform(image=image)["image"]
         atomic_write_bytes(Path(output_dir) / f"{new_id}.png", encode_png(augmented))
         written += 1
     return written

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["series_order", "neighbour_indices", "compose_context", "series_runs"]
+__all__ = ["series_order", "neighbour_indices", "neighbour_ids", "compose_context", "series_runs"]
 
 
 def series_order(series: Sequence[str], positions: Sequence[float], ids: Sequence[str] | None = None) -> np.ndarray:
@@ -87,3 +87,11 @@ def compose_context(images: np.ndarray, before: np.ndarray, after: np.ndarray) -
     composed[..., 1] = images[before, ..., 1]
     composed[..., 2] = images[after, ..., 2]
     return composed
+
+
+def neighbour_ids(frame, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`neighbour_indices` of a table with ``ID``, ``SeriesInstanceUID`` and ``position_z`` columns, as the
+    IDs of each row's neighbours (``steps = 0``: the row's own ID)."""
+    ids = frame["ID"].astype(str).to_numpy()
+    before, after = neighbour_indices(frame["SeriesInstanceUID"].astype(str).to_numpy(), frame["position_z"].to_numpy(), steps, ids)
+    return ids[before], ids[after]

@@ -38,6 +38,11 @@ def _decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
     return image
 
 
+def _compose(image: tf.Tensor, before: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
+    """:func:`ich.context.compose_context` in TensorFlow: red from the image, green from ``before``, blue from ``after``."""
+    return tf.concat([image[..., 0:1], before[..., 1:2], after[..., 2:3]], axis=-1)
+
+
 def make_dataset(
     paths: Sequence[str],
     labels: np.ndarray,
@@ -46,8 +51,12 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     cache: bool = True,
+    neighbours: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> tf.data.Dataset:
     """Images as float32 ``(batch, H, W, 3)`` in ``[0, 1]`` with float32 ``(batch, labels)`` targets.
+
+    ``neighbours``: for 2.5D input, the PNG paths of each image's neighbour before and after it along z; the image
+    then takes its green channel from the first and its blue channel from the second (:mod:`ich.context`).
 
     PNGs are decoded in parallel; the decoded uint8 images are cached in memory (the demo's and a
     moderate subset's fit easily; ``cache=False`` for sets that do not), then shuffled by ``seed``
@@ -56,12 +65,23 @@ def make_dataset(
     labels = np.asarray(labels, dtype=np.float32)
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} label rows")
-    dataset = tf.data.Dataset.from_tensor_slices((list(paths), labels))
-    dataset = dataset.map(
-        lambda path, target: (_decode(path, image_size), target),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    if neighbours is None:
+        dataset = tf.data.Dataset.from_tensor_slices((list(paths), labels))
+        dataset = dataset.map(
+            lambda path, target: (_decode(path, image_size), target),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        before, after = (list(side) for side in neighbours)
+        if not len(before) == len(after) == len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(before)}/{len(after)} neighbour paths")
+        dataset = tf.data.Dataset.from_tensor_slices(((list(paths), before, after), labels))
+        dataset = dataset.map(
+            lambda triple, target: (_compose(*(_decode(path, image_size) for path in triple)), target),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     if cache:
         dataset = dataset.cache()
     if shuffle:

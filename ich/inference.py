@@ -149,14 +149,15 @@ def load_models(model_dir: str | os.PathLike) -> LoadedModel:
     if set(card["files"]) != set(recipe.networks):
         raise ValueError(f"{model_dir}: recipe {recipe.name!r} needs networks {recipe.networks}, the card lists {sorted(card['files'])}")
     cnn_dir = _subfolder(model_dir, card["cnn_dir"], "cnn_dir") if "cnn_dir" in card else model_dir
-    networks = {
-        name: keras.saving.load_model(cnn_dir / filename, compile=False, safe_mode=True) for name, filename in card["files"].items()
-    }
-    sequence = None
-    if card.get("sequence"):
+    sequence_path = None
+    if card.get("sequence"):  # every path is checked before anything is loaded
         entry = card["sequence"]
         filename = entry.get("file")
         if not isinstance(filename, str) or not _PLAIN_NAME.match(filename) or not filename.endswith(".keras"):
             raise ValueError(f"{model_dir / 'model.json'}: `sequence.file` must be a plain .keras name. Received: {filename!r}")
-        sequence = keras.saving.load_model(_subfolder(model_dir, entry.get("dir"), "sequence.dir") / filename, compile=False, safe_mode=True)
+        sequence_path = _subfolder(model_dir, entry.get("dir"), "sequence.dir") / filename
+    networks = {
+        name: keras.saving.load_model(cnn_dir / filename, compile=False, safe_mode=True) for name, filename in card["files"].items()
+    }
+    sequence = keras.saving.load_model(sequence_path, compile=False, safe_mode=True) if sequence_path else None
     return LoadedModel(card=card, recipe=recipe, networks=networks, sequence=sequence)

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 from dvclive.keras import DVCLiveCallback
 from dvclive.utils import standardize_metric_name
 
 from dvclive import Live
+from ich.context import neighbour_ids
 from ich.data import label_matrix, make_dataset
 from ich.losses import WeightedBinaryCrossentropy, auc_metrics, positive_weights
 from ich.models import backbones_of
@@ -215,6 +217,9 @@ class Trainer:
         live: the stage's dvclive run.
         store: the resume store; best checkpoints are kept there until the run finishes.
         use_positive_weights / max_positive_weight / patience / cache_images: the ``train.*`` switches.
+        context_slices: ``model.context_slices``; above 0 each image is composed with its neighbours along z in
+            its series (:mod:`ich.context`), except augmented copies (rows with a ``source_ID``), which the augment
+            stage already composed.
     """
 
     train: pd.DataFrame
@@ -230,6 +235,8 @@ class Trainer:
     max_positive_weight: float = 10.0
     patience: int = 4
     cache_images: bool = True
+    #: 2.5D input (``model.context_slices``): 0 = single slices.
+    context_slices: int = 0
     #: The positive weights each network's loss used, by network name (recorded in the model card).
     positive_weights: dict[str, list[float]] = field(default_factory=dict)
 
@@ -241,8 +248,33 @@ class Trainer:
         """``frame``'s images and ``labels`` as a batched dataset (see :func:`ich.data.make_dataset`)."""
         return make_dataset(
             frame["path"].tolist(), label_matrix(frame, labels), self.image_size, self.batch_size, shuffle, self.seed,
-            self.cache_images if cache is None else cache,
+            self.cache_images if cache is None else cache, self._neighbour_paths(frame),
         )
+
+    def __post_init__(self) -> None:
+        # Neighbours are found in the whole split, before a recipe selects rows (stage 2 trains on positives only).
+        self.train, self.val = self._with_neighbours(self.train), self._with_neighbours(self.val)
+
+    def _with_neighbours(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.context_slices == 0:
+            return frame
+        paths = frame["path"].to_numpy(dtype=object)
+        before, after = paths.copy(), paths.copy()
+        slices = frame["source_ID"].isna().to_numpy() if "source_ID" in frame else np.ones(len(frame), dtype=bool)
+        if slices.any():
+            rows = frame[slices]
+            by_id = dict(zip(rows["ID"], rows["path"]))
+            before_ids, after_ids = neighbour_ids(rows, self.context_slices)
+            before[slices] = [by_id[image_id] for image_id in before_ids]
+            after[slices] = [by_id[image_id] for image_id in after_ids]
+        return frame.assign(path_before=before, path_after=after)
+
+    def _neighbour_paths(self, frame: pd.DataFrame) -> tuple[list[str], list[str]] | None:
+        if self.context_slices == 0:
+            return None
+        if "path_before" not in frame:
+            frame = self._with_neighbours(frame)
+        return frame["path_before"].tolist(), frame["path_after"].tolist()
 
     def fit(
         self,

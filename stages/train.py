@@ -42,7 +42,7 @@ def main() -> None:
             trainer = Trainer(
                 images, val, preprocess.image_size, train.batch_size * runtime.strategy.num_replicas_in_sync, train.seed,
                 phases, runtime, live, store, train.positive_weights, train.max_positive_weight,
-                train.early_stopping_patience, train.cache_images,
+                train.early_stopping_patience, train.cache_images, model.context_slices,
             )
             networks = recipe.fit(trainer, model)
             # Thresholds for inference: best F1 per label on the validation split, with the configured combination.

@@ -111,6 +111,7 @@ TINY_FULL = {
     "augment": {"target_per_label": 14},
     "model": {"fusion_units": 16},
     "train": {"epochs": 1, "batch_size": 8},
+    "sequence": {"epochs": 3, "units": 4, "projection": 4},
     "evaluate": {"montage_images": 4},
 }
 
@@ -148,7 +149,16 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     assert "mean_subtype_auc" in metrics
     card = json.loads((full_project / "models/model.json").read_text())
     assert card["labels"] == list(LABELS) and card["image_size"] == 32
-    assert set(card["files"]) == {"stage1", "stage2"}
+    assert set(card["files"]) == {"stage1", "stage2"} and card["cnn_dir"] == "cnn"
+    assert card["sequence"]["file"] == "sequence.keras" and (full_project / "models/sequence/sequence.keras").is_file()
+    # Slice context on: the final figures are the sequence model's, and both models are reported side by side
+    # with the top level's schema.
+    assert set(metrics["by_model"]) == {"cnn", "sequence"}
+    for result in metrics["by_model"].values():
+        assert {*LABELS, "weighted_log_loss", "weighted_log_loss_ci95", "mean_subtype_auc"} <= set(result)
+    assert metrics["by_model"]["sequence"]["weighted_log_loss"] == metrics["weighted_log_loss"]
+    sequence_metrics = json.loads((full_project / "metrics/sequence.json").read_text())
+    assert sequence_metrics["features_images_per_s"] > 0 and sequence_metrics["train_series"] > 0
     # dvclive wrote per-epoch training curves for both cascade stages, and the evaluation plots exist
     assert (full_project / "dvclive/train/plots/metrics/stage2/eval/auc_subdural.tsv").exists()
     assert list((full_project / "dvclive/evaluate/plots/sklearn/confusion").glob("*.json"))
@@ -169,6 +179,24 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     report = (full_project / "plots/report.html").read_text()
     assert "http://" not in report and "https://" not in report and "<script" not in report
     assert {path.name for path in (full_project / "plots").glob("*.png")} >= {"roc.png", "precision_recall.png", "calibration.png"}
+
+
+@pytest.mark.slow  # half a minute of dvc repro; CI runs it in its slow pass
+def test_a_sequence_param_reruns_only_sequence_and_evaluate_and_reuses_the_features(full_project, tmp_path):
+    project = copy_repository(tmp_path, TINY_FULL)
+    for folder in ("data", "models", "metrics", "dvclive", "checkpoints", "plots"):
+        run(["cp", "-a", str(full_project / folder), str(project)], cwd=project)
+    run(["cp", str(full_project / "dvc.lock"), str(project)], cwd=project)
+    run(["cp", "-a", str(full_project / ".dvc/cache"), str(project / ".dvc")], cwd=project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["sequence"]["units"] = 6
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc("repro", cwd=project)
+    ran = set(re.findall(r"Running stage '(\w+)'", result.stdout))
+    assert ran == {"sequence", "evaluate"}, result.stdout
+    assert json.loads((project / "metrics/sequence.json").read_text())["features_computed"] == 0  # reused from the store
+    card = json.loads((project / "models/model.json").read_text())
+    assert card["sequence"]["units"] == 6
 
 
 @pytest.mark.slow  # a minute or more of dvc exp; CI runs it in its slow pass

@@ -22,6 +22,7 @@ SHAPE = (32, 32, 3)
 MODEL = {
     "arch": "cascade", "efficientnet": "efficientnetv2b0", "convnext": "convnext_atto", "weights": None,
     "dropout": 0.1, "fusion_units": 16, "online_augmentation": True, "combination": "product", "gate_threshold": 0.5,
+    "context_slices": 0,
 }
 
 
