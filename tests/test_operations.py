@@ -74,7 +74,7 @@ def test_killed_training_resumes_from_its_last_finished_epoch(resumed_project):
     # The finished run leaves only its state file; models and metrics are complete.
     assert sorted(path.name for path in (project / "checkpoints/train").iterdir()) == ["state.json"]
     assert _state(project)["complete"] is True
-    assert (project / "models/model.keras").exists() and (project / "metrics/evaluate.json").exists()
+    assert (project / "models/cnn/model.keras").exists() and (project / "metrics/evaluate.json").exists()
     assert dvc("status", cwd=project).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
@@ -195,7 +195,7 @@ def test_push_and_pull_through_an_s3_server(resumed_project, s3_endpoint, tmp_pa
     run(["git", "clone", "-q", str(project), str(clone)], cwd=tmp_path)
     _configure_s3(clone, endpoint)
     dvc("pull", "-r", "s3", cwd=clone)
-    for name in ("models/model.keras", "data/index.csv", "data/split/test.csv"):
+    for name in ("models/cnn/model.keras", "data/index.csv", "data/split/test.csv"):
         assert (clone / name).read_bytes() == (project / name).read_bytes()
     pngs = sorted(p.name for p in (clone / "data/png").glob("*.png"))
     assert pngs == sorted(p.name for p in (project / "data/png").glob("*.png")) and pngs
