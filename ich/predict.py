@@ -85,6 +85,11 @@ __all__ = [
     "submission_table",
     "write_outputs",
     "run_predict",
+    "check_model_folder",
+    "load_model_folder",
+    "positive_int",
+    "non_negative_int",
+    "probability",
     "build_parser",
     "main",
 ]
@@ -553,21 +558,21 @@ def write_outputs(out: Path, prediction: Prediction, thresholds: dict[str, float
     return series
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text}")
     return value
 
 
-def _count(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more. Received: {text}")
     return value
 
 
-def _probability(text: str) -> float:
+def probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a probability in [0, 1]. Received: {text}")
@@ -580,21 +585,21 @@ def build_parser(prog: str = "python -m ich.predict") -> argparse.ArgumentParser
     parser.add_argument("--models", default="models", help="trained model folder (with model.json); default: models")
     parser.add_argument("--out", required=True, help="output folder (created; existing outputs of a previous run are replaced)")
     parser.add_argument("--tta", action="store_true", help="average each image with its horizontal mirror")
-    parser.add_argument("--threshold", type=_probability, default=None,
+    parser.add_argument("--threshold", type=probability, default=None,
                         help="one decision threshold for every label (default: the model card's per-label thresholds, tuned on validation)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images per model batch (default 64)")
-    parser.add_argument("--workers", type=_count, default=0, help="processes reading and rendering DICOMs; 0 = all cores (default)")
-    parser.add_argument("--chunk-images", type=_positive_int, default=256, help="images (whole series) rendered and predicted at a time (default 256)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per model batch (default 64)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="processes reading and rendering DICOMs; 0 = all cores (default)")
+    parser.add_argument("--chunk-images", type=positive_int, default=256, help="images (whole series) rendered and predicted at a time (default 256)")
     parser.add_argument("--file-timeout-s", type=float, default=60.0, help="a file taking longer to decode is quarantined (default 60)")
     parser.add_argument("--explain", action=argparse.BooleanOptionalAction, default=True, help="Grad-CAM overlays of flagged slices in the report (default on)")
-    parser.add_argument("--explain-slices", type=_count, default=3, help="flagged slices per series that get Grad-CAM maps (default 3)")
-    parser.add_argument("--report-series", type=_count, default=50,
+    parser.add_argument("--explain-slices", type=non_negative_int, default=3, help="flagged slices per series that get Grad-CAM maps (default 3)")
+    parser.add_argument("--report-series", type=non_negative_int, default=50,
                         help="series shown in full in report.html, those with the highest P(any) (default 50; every series is in its table)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
-def _check_model_folder(models: str | os.PathLike) -> Path:
+def check_model_folder(models: str | os.PathLike) -> Path:
     folder = Path(models)
     if not (folder / "model.json").is_file():
         raise PipelineError(
@@ -603,9 +608,9 @@ def _check_model_folder(models: str | os.PathLike) -> Path:
     return folder
 
 
-def _load(models: str | os.PathLike) -> LoadedModel:
+def load_model_folder(models: str | os.PathLike) -> LoadedModel:
     """:func:`ich.inference.load_models`, its problems as one-line errors (TensorFlow is imported here, not before)."""
-    folder = _check_model_folder(models)
+    folder = check_model_folder(models)
     from ich.inference import load_models
 
     try:
@@ -625,10 +630,10 @@ def run_predict(args: argparse.Namespace, explainer_factory: Callable[[LoadedMod
     if args.file_timeout_s is not None and not args.file_timeout_s > 0:
         raise PipelineError(f"--file-timeout-s must be > 0 seconds. Received: {args.file_timeout_s}")
     out = Path(args.out)
-    models_dir = _check_model_folder(args.models)  # before the scan: a wrong folder fails at once
+    models_dir = check_model_folder(args.models)  # before the scan: a wrong folder fails at once
     scan = scan_folder(args.dicom_dir, args.workers, exclude=out, progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
-    model = _load(args.models)
+    model = load_model_folder(args.models)
     thresholds = _thresholds(model.card, args.threshold)
     explainer = None
     if args.explain and args.explain_slices > 0 and args.report_series > 0:
