@@ -619,7 +619,7 @@ def load_model_folder(models: str | os.PathLike) -> LoadedModel:
         raise PipelineError(f"Could not load the model folder {str(folder)!r}: {error}") from error
 
 
-def run_predict(args: argparse.Namespace, explainer_factory: Callable[[LoadedModel], Explainer | None] | None = None) -> dict[str, object]:
+def run_predict(args: argparse.Namespace, explainer_factory: Callable[[LoadedModel], Explainer] | None = None) -> dict[str, object]:
     """The command's work after parsing (see the module docstring); returns the summary written to ``summary.json``.
 
     Raises:

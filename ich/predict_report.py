@@ -79,15 +79,10 @@ class Explainer:
     overlay: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def gradcam_explainer(model: LoadedModel) -> Explainer | None:
-    """The Grad-CAM explainer of ``model`` from :mod:`ich.explain`, or None where that module is not installed."""
-    try:
-        from ich import explain
-    except ImportError as error:
-        if error.name not in ("ich.explain", "ich"):
-            raise  # ich.explain is there but one of its own imports is broken: a real error
-        logger.warning("predict: ich.explain is not available; the report has no Grad-CAM overlays")
-        return None
+def gradcam_explainer(model: LoadedModel) -> Explainer:
+    """Grad-CAM of ``model`` (:func:`ich.explain.gradcam`, drawn with :func:`ich.explain.overlay`)."""
+    from ich import explain  # imported here: it builds on TensorFlow, which a report without maps does not need
+
     return Explainer(lambda inputs, label: explain.gradcam(model, inputs, label), explain.overlay)
 
 
@@ -436,7 +431,7 @@ def write_predict_report(out: Path, collector: ReportCollector, series: pd.DataF
     if collector.explain_error:
         notes.append(f"Grad-CAM failed and was turned off: {collector.explain_error}")
     elif not summary.get("explanations"):
-        notes.append("No Grad-CAM overlays in this report (turned off with --no-explain, or not available).")
+        notes.append("No Grad-CAM overlays in this report (turned off with --no-explain, --explain-slices 0 or --report-series 0).")
     summary["explanation_images"] = _write_explanations(out, views)
     page = predict_report_html(views, charts, series, quarantine, thresholds, summary, notes)
     path = out / "report.html"

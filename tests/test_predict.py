@@ -4,7 +4,6 @@ the preprocess -> PNG -> model path, and no untrusted text ever used as a path."
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import re
@@ -13,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -417,3 +417,25 @@ def test_report_opens_in_headless_chromium(acceptance, tmp_path):
     dom = result.stdout
     assert "ICH predictions" in dom and acceptance["series"] in dom
     assert dom.count("<img") >= len(acceptance["ids_by_z"]) + 1  # the thumbnails and the chart survived parsing
+
+
+# ------------------------------------------------------------------------------------------ Grad-CAM
+def test_grad_cam_overlays_are_those_of_ich_explain_for_the_flagged_slice_and_label(tmp_path, synthetic, model_dir, loaded):
+    from ich.explain import gradcam, overlay
+
+    summary = _run(synthetic / "stage_2_train", tmp_path / "out", model_dir, "--explain-slices", "1", "--workers", "1",
+                   "--threshold", "0")
+    written = sorted((tmp_path / "out" / "explanations").glob("*.png"))
+    assert summary["explanations"] and len(written) == summary["explanation_images"] == 2 * len(LABELS)
+    slices = pd.read_csv(tmp_path / "out" / "slices.csv", dtype={"ID": str})
+    for path in written[:: len(LABELS) - 1]:  # a few of them: two labels of one series, one of the other
+        image_id, label = path.stem.rsplit("_", 1)
+        series_ids = slices.loc[slices["SeriesInstanceUID"] == slices.set_index("ID").loc[image_id, "SeriesInstanceUID"], "ID"]
+        # --explain-slices 1: the slice with the highest P(any) of its series
+        assert image_id == series_ids[slices.loc[series_ids.index, "any"].idxmax()]
+        (image,) = _read_pngs(synthetic, [image_id], tmp_path / "png")
+        expected = overlay(image, gradcam(loaded, image[None], label)[0])
+        drawn = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(drawn, expected)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert page.count('data-label="') == summary["explanation_images"]
