@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from ich.predict_report import Explainer
 
 __all__ = [
+    "OUTPUT_FILES",
     "DicomFile",
     "Scan",
     "is_dicom_uid",
@@ -106,6 +107,8 @@ _HEADER_TAGS = [
     )
 ]
 _SCAN_CHUNK = 64  # files per task of the header scan
+#: The files a run writes in its output folder (besides ``explanations/``).
+OUTPUT_FILES: tuple[str, ...] = ("slices.csv", "series.csv", "submission.csv", "quarantine.csv", "report.html", "summary.json")
 
 
 def is_dicom_uid(value: object) -> bool:
@@ -633,6 +636,8 @@ def run_predict(args: argparse.Namespace, explainer_factory: Callable[[LoadedMod
     models_dir = check_model_folder(args.models)  # before the scan: a wrong folder fails at once
     scan = scan_folder(args.dicom_dir, args.workers, exclude=out, progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:  # a previous run's outputs must not pass for this run's if it stops early
+        (out / name).unlink(missing_ok=True)
     model = load_model_folder(args.models)
     thresholds = _thresholds(model.card, args.threshold)
     explainer = None

@@ -340,6 +340,8 @@ def test_all_files_unreadable_is_an_error_with_the_quarantine_written(tmp_path, 
         dataset = pydicom.dcmread(path)
         dataset.PixelData = dataset.PixelData[:100]
         dataset.save_as(folder / path.name)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "submission.csv").write_text("ID,Label\nID_0_any,0.5\n")  # a previous run's
     with pytest.raises(SystemExit) as stopped:
         ich_main(["predict", str(folder), "--models", str(model_dir), "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"])
     assert stopped.value.code == 1
