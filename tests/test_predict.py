@@ -441,3 +441,61 @@ def test_grad_cam_overlays_are_those_of_ich_explain_for_the_flagged_slice_and_la
         np.testing.assert_array_equal(drawn, expected)
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert page.count('data-label="') == summary["explanation_images"]
+
+
+# ------------------------------------------------------------------------------------- with a sequence model
+@pytest.fixture(scope="module")
+def sequence_model_dir(tmp_path_factory, model_dir, loaded) -> Path:
+    """The tiny CNN in ``cnn/`` and a sequence model (seeded random weights, so it changes the CNN's
+    probabilities) in ``sequence/``, as the sequence stage writes a model folder."""
+    from ich.sequence import build_sequence_model
+
+    root = tmp_path_factory.mktemp("sequence") / "models"
+    shutil.copytree(model_dir, root / "cnn")
+    probe = tf.data.Dataset.from_tensor_slices(np.zeros((1, SIZE, SIZE, 3), np.float32)).batch(1)
+    _, features = loaded.recipe.predict_with_features(loaded.networks, probe)
+    keras.utils.set_random_seed(5)
+    sequence = build_sequence_model(features.shape[1], projection=8, units=8)
+    sequence.get_layer("correction").set_weights([np.random.default_rng(0).normal(0, 0.5, w.shape).astype(np.float32)
+                                                   for w in sequence.get_layer("correction").get_weights()])
+    (root / "sequence").mkdir()
+    sequence.save(root / "sequence" / "sequence.keras")
+    card = json.loads((model_dir / "model.json").read_text())
+    card.update(cnn_dir="cnn", cnn_thresholds=dict(THRESHOLDS), thresholds={label: 0.5 for label in LABELS},
+                sequence={"dir": "sequence", "file": "sequence.keras", "feature_dim": int(features.shape[1])})
+    (root / "model.json").write_text(json.dumps(card))
+    return root
+
+
+def test_with_a_sequence_model_slices_carry_both_and_evaluate_external_reports_both(tmp_path, synthetic, sequence_model_dir):
+    model = load_models(sequence_model_dir)
+    assert model.sequence is not None
+    _run(synthetic / "stage_2_train", tmp_path / "out", sequence_model_dir, "--workers", "1", "--no-explain")
+    slices = pd.read_csv(tmp_path / "out" / "slices.csv", dtype={"ID": str, "SeriesInstanceUID": str})
+    ids = slices["ID"].tolist()
+    headers = {image_id: _header(synthetic / "stage_2_train" / f"{image_id}.dcm") for image_id in ids}
+    expected = model.predict_slices(
+        _read_pngs(synthetic, ids, tmp_path / "png"), [str(headers[i].SeriesInstanceUID) for i in ids],
+        [float(headers[i].ImagePositionPatient[2]) for i in ids], ids,
+    )
+    np.testing.assert_allclose(slices[list(LABELS)].to_numpy(), expected.final, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(slices[[f"cnn_{label}" for label in LABELS]].to_numpy(), expected.cnn, atol=1e-4, rtol=0)
+    assert not np.allclose(expected.final, expected.cnn, atol=1e-3)  # the sequence model does change them
+    ich_main([
+        "evaluate-external", "--dicom-dir", str(synthetic / "stage_2_train"), "--labels-csv", str(synthetic / "stage_2_train.csv"),
+        "--models", str(sequence_model_dir), "--out", str(tmp_path / "external"), "--bootstrap-draws", "100", "--workers", "1", "--no-progress",
+    ])
+    metrics = json.loads((tmp_path / "external" / "evaluate.json").read_text())
+    predictions = pd.read_csv(tmp_path / "external" / "predictions.csv", dtype={"ID": str})
+    truth = {}
+    with open(synthetic / "stage_2_train.csv", newline="") as stream:
+        for row in csv.DictReader(stream):
+            image_id, label = row["ID"].rsplit("_", 1)
+            if label == "any":
+                truth[image_id] = int(row["Label"])
+    assert sorted(predictions["ID"]) == sorted(truth)
+    y_true = [truth[image_id] for image_id in predictions["ID"]]
+    assert metrics["by_model"]["cnn"]["any"]["auc"] == pytest.approx(roc_auc_score(y_true, predictions["cnn_any"]), abs=1e-12)
+    assert metrics["by_model"]["sequence"]["any"]["auc"] == metrics["any"]["auc"] == pytest.approx(roc_auc_score(y_true, predictions["any"]), abs=1e-12)
+    assert metrics["by_model"]["cnn"]["any"]["tuned"]["threshold"] == pytest.approx(THRESHOLDS["any"])
+    assert metrics["any"]["tuned"]["threshold"] == 0.5
