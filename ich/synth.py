@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ich.files import atomic_write_bytes, write_csv
 from ich.labels import ANY, RSNA_ROW_ORDER, SUBTYPES
 from ich.params import SynthesizeParams
 
-__all__ = ["Lesion", "render_slice", "generate"]
+__all__ = ["Lesion", "SliceMasks", "render_slice", "generate", "lesion_masks", "mask_to_image"]
 
 _SKULL_INNER = 0.92  # radius (in head units) of the inner table
 _SCALP_OUTER = 1.05
@@ -65,6 +66,31 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: int) 
     return (smooth - smooth.mean()) / (smooth.std() + 1e-6)
 
 
+@dataclass(frozen=True)
+class SliceMasks:
+    """Where a slice's hemorrhages were drawn, at the DICOM's pixel grid ``(rows, columns)``.
+
+    Attributes:
+        lesions: ``{subtype: bool mask}`` for each subtype drawn on the slice (absent: not drawn, label 0);
+            pixels a later lesion painted over stay in the earlier lesion's mask (they are blood either way).
+        brain: bool mask of the intracranial space (inside the skull's inner table).
+    """
+
+    lesions: dict[str, np.ndarray]
+    brain: np.ndarray
+
+    def label(self, label: str) -> np.ndarray:
+        """The bool mask of ``label``: one subtype's, or for ``any`` the union of all (empty when not drawn)."""
+        if label == ANY:
+            union = np.zeros_like(self.brain)
+            for mask in self.lesions.values():
+                union |= mask
+            return union
+        if label not in SUBTYPES:
+            raise ValueError(f"`label` must be one of {ANY}, {', '.join(SUBTYPES)}. Received: {label!r}")
+        return self.lesions.get(label, np.zeros_like(self.brain))
+
+
 def render_slice(
     rows: int,
     columns: int,
@@ -76,6 +102,22 @@ def render_slice(
     rng: np.random.Generator,
     min_pixels: int = 1,
 ) -> tuple[np.ndarray, dict[str, int]]:
+    """Draw one axial slice in HU (see :func:`_render_slice`, which also says where the lesions went)."""
+    hu, counts, _ = _render_slice(rows, columns, z_fraction, z_index, lesions, head, texture, rng, min_pixels)
+    return hu, counts
+
+
+def _render_slice(
+    rows: int,
+    columns: int,
+    z_fraction: float,
+    z_index: float,
+    lesions: list[Lesion],
+    head: tuple[float, float, float, float],
+    texture: np.ndarray,
+    rng: np.random.Generator,
+    min_pixels: int = 1,
+) -> tuple[np.ndarray, dict[str, int], SliceMasks]:
     """Draw one axial slice in HU.
 
     Args:
@@ -89,7 +131,7 @@ def render_slice(
         min_pixels: a lesion's cross-section smaller than this is left out (and so not labelled).
 
     Returns:
-        ``(HU image (rows, columns) float32, {subtype: lesion pixel count})``.
+        ``(HU image (rows, columns) float32, {subtype: lesion pixel count}, the slice's masks)``.
     """
     cx, cy, ax, ay = head
     level = max(0.2, math.sqrt(max(0.0, 1.0 - ((z_fraction - 0.45) / 0.62) ** 2)))
@@ -120,6 +162,7 @@ def render_slice(
         hu[ventricles] = 6.0
 
     counts: dict[str, int] = {}
+    drawn: dict[str, np.ndarray] = {}
     for lesion in lesions:
         scale = lesion.scale_at(z_index)
         if scale <= 0:
@@ -147,8 +190,9 @@ def render_slice(
             continue  # a sliver nobody could see is neither drawn nor labelled
         hu[mask] = lesion.hu + 4.0 * texture[mask]
         counts[lesion.subtype] = counts.get(lesion.subtype, 0) + area
+        drawn[lesion.subtype] = drawn[lesion.subtype] | mask if lesion.subtype in drawn else mask
     hu += rng.normal(0.0, 3.0, size=hu.shape).astype(np.float32)
-    return hu, counts
+    return hu, counts, SliceMasks(lesions=drawn, brain=brain)
 
 
 def _draw_lesions(rng: np.random.Generator, config: SynthesizeParams, slices: int) -> list[Lesion]:
@@ -269,25 +313,45 @@ def generate(config: SynthesizeParams, output_dir: str | Path) -> dict[str, int]
         return _generate(config, Path(output_dir))
 
 
-def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
-    dicom_dir = output_dir / "stage_2_train"
-    dicom_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(config.seed)
+@dataclass(frozen=True)
+class _Series:
+    """One synthetic series: its IDs and how its files are stored."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    rows: int
+    columns: int
+    encoding: str
+    multivalued_window: bool
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """One rendered slice of a :class:`_Series`: its HU image, lesion pixel counts and masks."""
+
+    series: _Series
+    index: int
+    image_id: str
+    position_z: float
+    hu: np.ndarray
+    counts: dict[str, int]
+    masks: SliceMasks
+
+
+def _synthetic_slices(config: SynthesizeParams, rng: np.random.Generator) -> Iterator[_Slice]:
+    """Every slice of the set in writing order, drawing from ``rng`` in a fixed order: the one place the
+    phantom is laid out, shared by :func:`generate` and :func:`lesion_masks` (so both see the same slices)."""
     taken: set[str] = set()
     size = config.image_size
-    records: list[tuple[str, dict[str, int]]] = []
-    written: list[str] = []
-    series_count = 0
-    quirks = {"wrapped_series": 0, "nonsquare_series": 0, "multivalued_window_series": 0}
     # Smallest lesion cross-section drawn: 0.3 % of the slice, still a few pixels after downsizing.
     min_pixels = max(4, (size * size * 3) // 1000)
 
-    for patient_index in range(config.patients):
+    for _ in range(config.patients):
         (patient_id,) = _unique_hex_ids(rng, 1, taken)
         studies = 2 if rng.random() < config.second_study_fraction else 1
         for _ in range(studies):
             study_uid, series_uid = _unique_hex_ids(rng, 2, taken)
-            series_count += 1
             slices = config.slices_per_series
             rows = size
             columns = int(round(size * 490 / 638)) if rng.random() < config.nonsquare_fraction else size
@@ -295,9 +359,7 @@ def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
                 rng.choice(["signed16", "unsigned12"])
             )
             multivalued = bool(rng.random() < config.multivalued_window_fraction)
-            quirks["wrapped_series"] += encoding == "wrapped"
-            quirks["nonsquare_series"] += columns != rows
-            quirks["multivalued_window_series"] += multivalued
+            series = _Series(patient_id, study_uid, series_uid, rows, columns, encoding, multivalued)
             head = (
                 columns / 2 + rng.uniform(-0.03, 0.03) * columns,
                 rows / 2 + rng.uniform(-0.03, 0.03) * rows,
@@ -313,17 +375,36 @@ def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
                 z_fraction = 0.08 + 0.84 * index / (slices - 1)
                 mix = index / (slices - 1)
                 texture = (1.0 - mix) * texture_a + mix * texture_b
-                hu, pixel_counts = render_slice(rows, columns, z_fraction, index, lesions, head, texture, rng, min_pixels)
-                present = set(pixel_counts)
-                labels = {name: int(name in present) for name in SUBTYPES}
-                labels[ANY] = int(bool(present))
-                records.append((image_id, labels))
-                data = _dicom_bytes(
-                    hu, image_id, patient_id, study_uid, series_uid, z_start + 5.0 * index, encoding, multivalued
-                )
-                atomic_write_bytes(dicom_dir / f"{image_id}.dcm", data)
-                written.append(image_id)
-        del patient_index
+                hu, pixel_counts, masks = _render_slice(rows, columns, z_fraction, index, lesions, head, texture, rng, min_pixels)
+                yield _Slice(series, index, image_id, z_start + 5.0 * index, hu, pixel_counts, masks)
+
+
+def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
+    dicom_dir = output_dir / "stage_2_train"
+    dicom_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    records: list[tuple[str, dict[str, int]]] = []
+    written: list[str] = []
+    series_count = 0
+    quirks = {"wrapped_series": 0, "nonsquare_series": 0, "multivalued_window_series": 0}
+
+    for rendered in _synthetic_slices(config, rng):
+        series = rendered.series
+        if rendered.index == 0:
+            series_count += 1
+            quirks["wrapped_series"] += series.encoding == "wrapped"
+            quirks["nonsquare_series"] += series.columns != series.rows
+            quirks["multivalued_window_series"] += series.multivalued_window
+        present = set(rendered.counts)
+        labels = {name: int(name in present) for name in SUBTYPES}
+        labels[ANY] = int(bool(present))
+        records.append((rendered.image_id, labels))
+        data = _dicom_bytes(
+            rendered.hu, rendered.image_id, series.patient_id, series.study_uid, series.series_uid,
+            rendered.position_z, series.encoding, series.multivalued_window,
+        )
+        atomic_write_bytes(dicom_dir / f"{rendered.image_id}.dcm", data)
+        written.append(rendered.image_id)
 
     # Planted quirks: a corrupt file (short PixelData, as RSNA's ID_6431af929) and a file missing from disk.
     # Victims are hemorrhage-positive slices, which balanced sampling keeps, so the demo meets them.
@@ -366,3 +447,50 @@ def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
         "invalid_id_images": config.invalid_id_images,
     }
     return counts
+
+
+def lesion_masks(config: SynthesizeParams, image_ids: Collection[str] | None = None) -> dict[str, SliceMasks]:
+    """Where lesions were drawn on each image of the set that :func:`generate` writes for ``config``.
+
+    The phantom is laid out again from ``config.seed`` exactly as :func:`generate` does (the same random
+    draws in the same order, no files written), so the masks are those of the written DICOMs, at their pixel
+    grid (256 x 197 for the non-square series). :func:`mask_to_image` maps a mask to the model's image size.
+
+    Args:
+        config: the ``synthesize`` params section the set was made with.
+        image_ids: the images wanted (rendering stops once all are found); None: every image.
+
+    Returns:
+        ``{image ID: SliceMasks}`` for every wanted ID the set has (a wanted ID it lacks is left out).
+    """
+    wanted = None if image_ids is None else set(image_ids)
+    found: dict[str, SliceMasks] = {}
+    for rendered in _synthetic_slices(config, np.random.default_rng(config.seed)):
+        if wanted is None or rendered.image_id in wanted:
+            found[rendered.image_id] = rendered.masks
+            if wanted is not None and len(found) == len(wanted):
+                break
+    return found
+
+
+def mask_to_image(mask: np.ndarray, image_size: int, min_coverage: float = 0.0) -> np.ndarray:
+    """A DICOM-grid bool mask ``(rows, columns)`` at the preprocessed image's grid ``(image_size, image_size)``.
+
+    Follows :func:`ich.rendering.render_rgb`'s geometry: a non-square mask is padded to a square with False,
+    centred the same way (the 256 x 197 series get 29 columns left and 30 right), then area-resized, so each
+    output pixel gets the fraction of its source pixels that are in the mask; it is in the output mask when
+    that fraction is above ``min_coverage`` (0: any lesion pixel in its footprint; 0.5: a majority).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows, columns = mask.shape
+    if rows != columns:
+        side = max(rows, columns)
+        top, left = (side - rows) // 2, (side - columns) // 2
+        square = np.zeros((side, side), dtype=bool)
+        square[top : top + rows, left : left + columns] = mask
+        mask = square
+    if mask.shape[0] == image_size:
+        return mask.copy()
+    interpolation = cv2.INTER_AREA if mask.shape[0] > image_size else cv2.INTER_LINEAR
+    coverage = cv2.resize(mask.astype(np.float32), (image_size, image_size), interpolation=interpolation)
+    return coverage > min_coverage + 1e-6

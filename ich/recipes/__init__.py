@@ -14,6 +14,6 @@ Adding an architecture is one module in this package that calls :func:`register`
 from __future__ import annotations
 
 from ich.recipes import cascade, single  # noqa: F401,E402  (each module registers its recipes)
-from ich.recipes.base import Recipe, RecipeError, get_recipe, recipe_names, register
+from ich.recipes.base import CamTarget, Recipe, RecipeError, get_recipe, recipe_names, register
 
-__all__ = ["Recipe", "RecipeError", "register", "get_recipe", "recipe_names"]
+__all__ = ["Recipe", "RecipeError", "CamTarget", "register", "get_recipe", "recipe_names"]

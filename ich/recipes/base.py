@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import keras
@@ -18,11 +19,27 @@ if TYPE_CHECKING:  # the trainer is handed in by the train stage; inference neve
     from ich.params import ModelParams
     from ich.training import Trainer
 
-__all__ = ["Recipe", "RecipeError", "register", "get_recipe", "recipe_names"]
+__all__ = ["Recipe", "RecipeError", "CamTarget", "register", "get_recipe", "recipe_names"]
 
 
 class RecipeError(PipelineError, ValueError):
     """A recipe cannot be built or trained as asked (unknown name, unusable data); the message says why."""
+
+
+@dataclass(frozen=True)
+class CamTarget:
+    """Where a label's Grad-CAM is computed (see :mod:`ich.explain`).
+
+    Attributes:
+        network: the name of the network (of :attr:`Recipe.networks`) whose output scores the label.
+        output: the index of the label's unit in that network's head.
+        backbones: the families (``efficientnetv2``, ``convnext``) of the nested backbones whose last feature
+            maps are weighted; with several, their maps are summed.
+    """
+
+    network: str
+    output: int
+    backbones: tuple[str, ...]
 
 
 class Recipe(ABC):
@@ -81,6 +98,14 @@ class Recipe(ABC):
             pooled, outputs[name] = extractor.predict(only_images, verbose=0)
             features.append(np.asarray(pooled, dtype=np.float32))
         return self.combine(outputs, combination, gate_threshold), np.concatenate(features, axis=1)
+
+    def cam_target(self, label: str) -> CamTarget:
+        """Which network, head unit and backbone(s) explain ``label`` (one of :data:`ich.labels.LABELS`).
+
+        Raises:
+            RecipeError: the label is unknown, or the recipe does not say (a new recipe overrides this).
+        """
+        raise RecipeError(f"Recipe {self.name!r} does not say where its Grad-CAM is computed: implement `cam_target`.")
 
     @abstractmethod
     def describe(self, params: ModelParams) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 from ich.evaluation import combine_cascade
 from ich.labels import ANY, SUBTYPES
 from ich.models import build_any_classifier, build_subtype_fusion
-from ich.recipes.base import Recipe, RecipeError, register
+from ich.recipes.base import CamTarget, Recipe, RecipeError, register
 
 if TYPE_CHECKING:
     from ich.params import ModelParams
@@ -66,6 +66,16 @@ class Cascade(Recipe):
 
     def combine(self, outputs: Mapping[str, np.ndarray], combination: str = "product", gate_threshold: float = 0.5) -> np.ndarray:
         return combine_cascade(outputs["stage1"], outputs["stage2"], combination, gate_threshold)
+
+    def cam_target(self, label: str) -> CamTarget:
+        """``any``: stage 1's one unit, at its EfficientNetV2. A subtype: its unit of stage 2, at both backbones
+        summed: the attention fusion mixes them image by image, so the gradients already carry how much each was
+        trusted, and the sum is the whole first-order evidence (either map alone misses the other branch's part)."""
+        if label == ANY:
+            return CamTarget("stage1", 0, ("efficientnetv2",))
+        if label in SUBTYPES:
+            return CamTarget("stage2", SUBTYPES.index(label), ("efficientnetv2", "convnext"))
+        raise RecipeError(f"`label` must be one of {ANY}, {', '.join(SUBTYPES)}. Received: {label!r}")
 
     def describe(self, params: ModelParams) -> dict[str, Any]:
         return {"backbones": {"efficientnet": params.efficientnet, "convnext": params.convnext}, "warm_start": self.warm_start}

@@ -10,7 +10,7 @@ import numpy as np
 
 from ich.labels import LABELS
 from ich.models import build_single
-from ich.recipes.base import Recipe, RecipeError, register
+from ich.recipes.base import CamTarget, Recipe, RecipeError, register
 
 if TYPE_CHECKING:
     from ich.params import ModelParams
@@ -46,6 +46,12 @@ class SingleBackbone(Recipe):
         if probabilities.ndim != 2 or probabilities.shape[1] != len(LABELS):
             raise ValueError(f"Expected {len(LABELS)} outputs, got shape {probabilities.shape}")
         return probabilities
+
+    def cam_target(self, label: str) -> CamTarget:
+        """Every label: its unit of the one network, at its one backbone."""
+        if label not in LABELS:
+            raise RecipeError(f"`label` must be one of {', '.join(LABELS)}. Received: {label!r}")
+        return CamTarget("model", LABELS.index(label), (self.family,))
 
     def describe(self, params: ModelParams) -> dict[str, Any]:
         return {"backbones": {self.family: self.backbone(params)}}
