@@ -8,9 +8,10 @@ from the ``synthesize`` params (:func:`ich.synth.lesion_masks`) and mapped to th
 maps the slices (:func:`ich.synth.mask_to_image`: pad to square, area-resize; a pixel is lesion when any
 lesion pixel falls in its footprint). Needs the synthetic data set: RSNA has no lesion masks.
 
-Baseline: the chance that a pixel drawn uniformly inside the skull hits, i.e. the share of the intracranial
-area within the tolerance of the lesion, averaged over the same slices. A map no better than chance scores
-about that.
+Also the energy-based variant: the share of the map's mass inside the skull that lies on the (dilated) lesion.
+Baseline for both: the chance that a pixel drawn uniformly inside the skull hits, i.e. the share of the
+intracranial area within the tolerance of the lesion, averaged over the same slices; a map no better than
+chance scores about that (a map spread evenly over the brain has exactly that energy).
 
     python -m benchmarks.pointing_game --models models --split data/split/test.csv --png-dir data/png \\
         --params params.yaml [--tolerance 2] [--level 0] [--json metrics/pointing_game.json]
@@ -35,7 +36,7 @@ from ich.labels import LABELS, validate_id
 from ich.params import SynthesizeParams, load_params, section
 from ich.synth import lesion_masks, mask_to_image
 
-__all__ = ["dilate", "pointing_location", "is_hit", "chance_of_hit", "pointing_game", "main"]
+__all__ = ["dilate", "pointing_location", "is_hit", "chance_of_hit", "energy_inside", "pointing_game", "main"]
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -72,6 +73,17 @@ def chance_of_hit(mask: np.ndarray, brain: np.ndarray, tolerance: int) -> float:
     if not brain.any():
         raise ValueError("The brain mask is empty: no pixel to point at")
     return float((dilate(mask, tolerance) & brain).sum() / brain.sum())
+
+
+def energy_inside(heatmap: np.ndarray, mask: np.ndarray, brain: np.ndarray, tolerance: int) -> float | None:
+    """The share of the heat map's mass inside the ``brain`` that lies within ``tolerance`` pixels of ``mask``
+    (an energy-based pointing game, which a coarse map's flat maxima cannot tip); None for a map with no mass
+    there. A map spread evenly over the brain scores :func:`chance_of_hit`."""
+    heat = np.asarray(heatmap, dtype=np.float64) * np.asarray(brain, dtype=bool)
+    total = heat.sum()
+    if total <= 0:
+        return None
+    return float(heat[dilate(mask, tolerance)].sum() / total)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -124,7 +136,7 @@ def pointing_game(
         target = model.recipe.cam_target(label)
         families = (backbones or {}).get(label, target.backbones)
         heatmaps = gradcam_network(model.networks[target.network], inputs[rows], target.output, families, batch_size, level)
-        hits, chances, no_mask = 0, [], 0
+        hits, chances, energies, no_mask = 0, [], [], 0
         for row, heatmap in zip(rows, heatmaps):
             lesion = mask_to_image(masks[ids[row]].label(label), size)
             if not lesion.any():  # a label with no lesion pixel at this size: cannot be scored
@@ -133,6 +145,8 @@ def pointing_game(
             brain = mask_to_image(masks[ids[row]].brain, size, min_coverage=0.5)
             hits += is_hit(heatmap, lesion, tolerance)
             chances.append(chance_of_hit(lesion, brain, tolerance))
+            energy = energy_inside(heatmap, lesion, brain, tolerance)
+            energies.append(0.0 if energy is None else energy)  # no evidence inside the skull: nothing on the lesion
         scored = len(chances)
         results[label] = {
             "true_positives": int(len(rows)),
@@ -140,6 +154,7 @@ def pointing_game(
             "hits": int(hits),
             "score": hits / scored if scored else None,
             "baseline": float(np.mean(chances)) if scored else None,
+            "energy": float(np.mean(energies)) if scored else None,
             "unscorable": no_mask,
             "network": target.network,
             "backbones": list(families),
@@ -147,6 +162,7 @@ def pointing_game(
     scored = sum(entry["scored"] for entry in results.values())
     hits = sum(entry["hits"] for entry in results.values())
     baseline = sum(entry["baseline"] * entry["scored"] for entry in results.values() if entry["scored"])
+    energy = sum(entry["energy"] * entry["scored"] for entry in results.values() if entry["scored"])
     return {
         "labels": results,
         "overall": {
@@ -154,6 +170,7 @@ def pointing_game(
             "hits": hits,
             "score": hits / scored if scored else None,
             "baseline": baseline / scored if scored else None,
+            "energy": energy / scored if scored else None,
         },
         "tolerance_px": tolerance,
         "level": level,
@@ -167,13 +184,12 @@ def _report(result: dict) -> str:
     lines = [
         f"Pointing game: {result['test_images']} images at {result['image_size']} px, tolerance {result['tolerance_px']} px, "
         f"Grad-CAM level {result['level']} ({result['seconds']} s)",
-        f"{'label':<18}{'hits/scored':>12}{'score':>8}{'chance':>8}  network (backbones)",
+        f"{'label':<18}{'hits/scored':>12}{'score':>8}{'energy':>8}{'chance':>8}  network (backbones)",
     ]
 
     def row(name, entry, where=""):
-        score = "-" if entry["score"] is None else f"{entry['score']:.3f}"
-        chance = "-" if entry["baseline"] is None else f"{entry['baseline']:.3f}"
-        return f"{name:<18}{entry['hits']:>5}/{entry['scored']:<6}{score:>8}{chance:>8}  {where}"
+        score, energy, chance = ("-" if entry[key] is None else f"{entry[key]:.3f}" for key in ("score", "energy", "baseline"))
+        return f"{name:<18}{entry['hits']:>5}/{entry['scored']:<6}{score:>8}{energy:>8}{chance:>8}  {where}"
 
     for label, entry in result["labels"].items():
         lines.append(row(label, entry, f"{entry['network']} ({' + '.join(entry['backbones'])})"))

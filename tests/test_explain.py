@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from benchmarks.pointing_game import chance_of_hit, dilate, is_hit, pointing_location
+from benchmarks.pointing_game import chance_of_hit, dilate, energy_inside, is_hit, pointing_location
 from ich.dicom import CtSlice, read_ct_slice, to_hounsfield
 from ich.explain import gradcam, gradcam_network, overlay
 from ich.inference import LoadedModel
@@ -337,3 +337,16 @@ def test_chance_baseline_is_the_share_of_brain_near_the_lesion():
     assert chance_of_hit(lesion, brain, 0) == pytest.approx(1 / 50)
     with pytest.raises(ValueError, match="brain mask is empty"):
         chance_of_hit(lesion, np.zeros_like(brain), 1)
+
+
+def test_energy_is_the_share_of_heat_in_the_brain_near_the_lesion():
+    brain = np.zeros((10, 10), bool)
+    brain[:, :5] = True
+    lesion = np.zeros((10, 10), bool)
+    lesion[5, 4] = True
+    heat = np.zeros((10, 10), np.float32)
+    heat[5, 3], heat[0, 0], heat[0, 9] = 0.6, 0.2, 5.0  # (0, 9) is outside the brain: not counted
+    assert energy_inside(heat, lesion, brain, 1) == pytest.approx(0.6 / 0.8)
+    assert energy_inside(heat, lesion, brain, 0) == 0.0
+    assert energy_inside(np.ones((10, 10)), lesion, brain, 1) == pytest.approx(chance_of_hit(lesion, brain, 1))
+    assert energy_inside(np.zeros((10, 10)), lesion, brain, 1) is None
