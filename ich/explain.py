@@ -32,7 +32,7 @@ __all__ = ["gradcam", "gradcam_network", "overlay"]
 _TRAINING_ONLY = (keras.layers.RandomFlip, keras.layers.RandomTranslation, keras.layers.RandomRotation, keras.layers.RandomZoom)
 
 # Compiled Grad-CAM steps by network and backbone families: re-wiring and tracing a network costs seconds.
-_GRADIENT_STEPS: weakref.WeakKeyDictionary[keras.Model, dict[tuple[str, ...], Callable]] = weakref.WeakKeyDictionary()
+_GRADIENT_STEPS: weakref.WeakKeyDictionary[keras.Model, dict[tuple[tuple[str, ...], int], Callable]] = weakref.WeakKeyDictionary()
 
 
 def gradcam(model: LoadedModel, inputs: np.ndarray, label: str, batch_size: int = 32) -> np.ndarray:
@@ -58,16 +58,22 @@ def gradcam(model: LoadedModel, inputs: np.ndarray, label: str, batch_size: int 
 
 
 def gradcam_network(
-    network: keras.Model, inputs: np.ndarray, output: int, backbones: Sequence[str], batch_size: int = 32
+    network: keras.Model, inputs: np.ndarray, output: int, backbones: Sequence[str], batch_size: int = 32, level: int = 0
 ) -> np.ndarray:
     """:func:`gradcam` on one network: the logit of head unit ``output``, at the last feature map of each
-    nested backbone of the families ``backbones`` (summed). Same inputs and result as :func:`gradcam`."""
+    nested backbone of the families ``backbones`` (summed). Same inputs and result as :func:`gradcam`.
+
+    ``level`` 0 is that last feature map (what :func:`gradcam` uses); ``level`` k the last layer output of
+    ``2**k`` times its side (an earlier block, finer and less semantic: at 64 px the last map is only 2 x 2).
+    """
+    if level < 0:
+        raise ValueError(f"`level` must be 0 (the last feature map) or more. Received: {level}")
     images = _as_unit_float(inputs, network)
     families = tuple(backbones)
     head = network.get_layer(HEAD_LAYER)
     if not 0 <= output < int(head.units):
         raise ValueError(f"`output` must index one of the {head.units} units of {network.name}'s head. Received: {output}")
-    step = _gradient_step(network, families)
+    step = _gradient_step(network, families, level)
     kernel = tf.cast(tf.convert_to_tensor(head.kernel)[:, output], tf.float32)
     bias = tf.cast(tf.convert_to_tensor(head.bias)[output], tf.float32) if head.use_bias else tf.constant(0.0)
     maps = [
@@ -118,16 +124,18 @@ def _as_unit_float(inputs: np.ndarray, network: keras.Model) -> np.ndarray:
     return inputs.astype(np.float32)
 
 
-def _gradient_step(network: keras.Model, families: tuple[str, ...]):
+def _gradient_step(network: keras.Model, families: tuple[str, ...], level: int):
     """A compiled ``(images, head kernel column, head bias) -> (N, S, S) maps`` for ``network`` (cached)."""
     cached = _GRADIENT_STEPS.setdefault(network, {})
-    if families not in cached:
-        gradient_model = _build_gradient_model(network, families)
+    if (families, level) not in cached:
+        gradient_model = _build_gradient_model(network, families, level)
 
         @tf.function(reduce_retracing=True)
         def step(images: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
             size = tf.shape(images)[1:3]
             with tf.GradientTape() as tape:
+                # Record from the input on: with frozen (non-trainable) layers nothing else would be watched.
+                tape.watch(images)
                 *features, pooled = gradient_model(images, training=False)
                 logit = tf.linalg.matvec(tf.cast(pooled, tf.float32), kernel) + bias  # the head unit before its sigmoid
             gradients = tape.gradient(logit, features)
@@ -140,11 +148,12 @@ def _gradient_step(network: keras.Model, families: tuple[str, ...]):
             total = tf.nn.relu(total)
             return tf.math.divide_no_nan(total, tf.reduce_max(total, axis=(1, 2), keepdims=True))
 
-        cached[families] = step
-    return cached[families]
+        cached[families, level] = step
+    return cached[families, level]
 
 
-def _build_gradient_model(network: keras.Model, families: tuple[str, ...]) -> keras.Model:
+def _build_gradient_model(network: keras.Model, families: tuple[str, ...], level: int = 0) -> keras.Model:
+    """``image -> [the feature map of each backbone of families (in that order), the head's input]``."""
     if not families:
         raise ValueError("Grad-CAM needs at least one backbone family")
     nested = {layer.name: layer for layer in network.layers if isinstance(layer, keras.Model) and layer.name in BACKBONES}
@@ -157,7 +166,7 @@ def _build_gradient_model(network: keras.Model, families: tuple[str, ...]) -> ke
                 f"(its backbones: {', '.join(nested) or 'none'})"
             )
         chosen.append(matches[0])
-    splits = {id(backbone): _split_at_pooling(backbone) for backbone in chosen}
+    splits = {id(backbone): _split_at_pooling(backbone, level) for backbone in chosen}
     head = network.get_layer(HEAD_LAYER)
     captured: dict[int, keras.KerasTensor] = {}
     head_inputs: list[keras.KerasTensor] = []
@@ -179,16 +188,17 @@ def _build_gradient_model(network: keras.Model, families: tuple[str, ...]) -> ke
     return keras.Model(rewired.inputs, [*(captured[id(backbone)] for backbone in chosen), head_inputs[0]])
 
 
-def _split_at_pooling(model: keras.Model) -> keras.Model:
+def _split_at_pooling(model: keras.Model, level: int = 0) -> keras.Model:
     """``model``'s own input -> ``[the 4-D map its final GlobalAveragePooling2D reads, model's output]``,
     opening nested models down to that pooling layer (EfficientNet's squeeze-excitation poolings come earlier
-    in the graph; a Functional model lists its layers from input to output)."""
+    in the graph; a Functional model lists its layers from input to output). ``level``: see
+    :func:`gradcam_network`."""
     final = _final_pooling_holder(model)
     if final is None:
         raise ValueError(f"{model.name!r} has no GlobalAveragePooling2D (nested or not) to explain at")
     if isinstance(final, keras.layers.GlobalAveragePooling2D):
-        return keras.Model(model.inputs, [final.input, model.outputs[0]])
-    inner = _split_at_pooling(final)
+        return keras.Model(model.inputs, [_feature_map(model, final, level), model.outputs[0]])
+    inner = _split_at_pooling(final, level)
     captured: list[keras.KerasTensor] = []
 
     def call(layer, *args, **kwargs):
@@ -200,6 +210,21 @@ def _split_at_pooling(model: keras.Model) -> keras.Model:
 
     rewired = keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
     return keras.Model(rewired.inputs, [captured[0], rewired.outputs[0]])
+
+
+def _feature_map(model: keras.Model, pooling: keras.layers.Layer, level: int) -> keras.KerasTensor:
+    """The map ``pooling`` reads (level 0), or the last layer output of ``model`` with ``2**level`` times its side."""
+    last = pooling.input
+    if level == 0:
+        return last
+    side = last.shape[1] * 2**level
+    candidates = [
+        layer.output for layer in model.layers
+        if len(getattr(layer, "_inbound_nodes", [])) == 1 and len(layer.output.shape) == 4 and layer.output.shape[1] == side
+    ]
+    if not candidates:
+        raise ValueError(f"{model.name!r} has no {side} x {side} feature map (level {level} of a {last.shape[1]} x {last.shape[1]} one)")
+    return candidates[-1]
 
 
 def _final_pooling_holder(model: keras.Model) -> keras.layers.Layer | None:
