@@ -27,7 +27,7 @@ from ich.synth import generate, lesion_masks, mask_to_image
 SIZE = 32
 MODEL = {
     "arch": "cascade", "efficientnet": "efficientnetv2b0", "convnext": "convnext_atto", "weights": None,
-    "dropout": 0.1, "fusion_units": 16, "online_augmentation": True, "combination": "product", "gate_threshold": 0.5,
+    "dropout": 0.1, "fusion_units": 16, "online_augmentation": True, "combination": "product", "gate_threshold": 0.5, "context_slices": 0,
 }
 
 

@@ -37,7 +37,7 @@ from ich.windows import DEFAULT_WINDOWS
 SIZE = 32
 MODEL = {
     "arch": "convnext", "efficientnet": "efficientnetv2b0", "convnext": "convnext_atto", "weights": None,
-    "dropout": 0.1, "fusion_units": 16, "online_augmentation": True, "combination": "product", "gate_threshold": 0.5,
+    "dropout": 0.1, "fusion_units": 16, "online_augmentation": True, "combination": "product", "gate_threshold": 0.5, "context_slices": 0,
 }
 # Different per label, so a mixed-up label shows in the flag counts.
 THRESHOLDS = {"any": 0.45, "epidural": 0.5, "intraparenchymal": 0.55, "intraventricular": 0.4, "subarachnoid": 0.6, "subdural": 0.52}
