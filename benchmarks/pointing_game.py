@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ich.explain import gradcam_network
+from ich.explain import auto_level, gradcam_network
 from ich.inference import image_batches, load_models
 from ich.labels import LABELS, validate_id
 from ich.params import SynthesizeParams, load_params, section
@@ -99,7 +99,7 @@ def pointing_game(
     png_dir: str | Path,
     params: str | Path,
     tolerance: int = 2,
-    level: int = 0,
+    level: int | None = None,
     labels: Sequence[str] = LABELS,
     batch_size: int = 32,
     backbones: dict[str, tuple[str, ...]] | None = None,
@@ -120,7 +120,8 @@ def pointing_game(
     inputs = model.model_inputs(images, series, table["position_z"].astype(float).tolist(), ids)
     # Grad-CAM explains the CNN, so the true positives are the CNN's, at the card's thresholds tuned for it.
     probabilities = model.predict(image_batches(inputs, batch_size))
-    thresholds = model.card["thresholds"]
+    thresholds = model.card.get("cnn_thresholds", model.card["thresholds"])  # with a sequence model, "thresholds" are its own
+    level = auto_level(size) if level is None else level
     config = section(load_params(params), "synthesize", SynthesizeParams)
 
     chosen = {label: np.flatnonzero((table[label].to_numpy() == 1) & (probabilities[:, LABELS.index(label)] >= thresholds[label])) for label in labels}
@@ -204,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png-dir", default="data/png", help="the preprocessed PNGs")
     parser.add_argument("--params", default="params.yaml", help="params file whose `synthesize` section made the data")
     parser.add_argument("--tolerance", type=int, default=2, help="pixels (at the model's image size) around the lesion that count")
-    parser.add_argument("--level", type=int, default=0, help="0: the backbones' last feature map; k: the last one of 2**k times its side")
+    parser.add_argument("--level", type=int, default=None, help="0: the backbones' last feature map; k: the last one of 2**k times its side; default: what ich predict uses (ich.explain.auto_level)")
     parser.add_argument("--labels", nargs="+", default=list(LABELS), choices=LABELS)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the figures here")

@@ -26,7 +26,7 @@ import tensorflow as tf
 from ich.inference import LoadedModel
 from ich.models import BACKBONES, HEAD_LAYER
 
-__all__ = ["gradcam", "gradcam_network", "overlay"]
+__all__ = ["MIN_MAP_SIDE", "auto_level", "gradcam", "gradcam_network", "overlay"]
 
 #: Layers that only act while training (random flips and shifts inside the model): skipped when explaining.
 _TRAINING_ONLY = (keras.layers.RandomFlip, keras.layers.RandomTranslation, keras.layers.RandomRotation, keras.layers.RandomZoom)
@@ -35,7 +35,25 @@ _TRAINING_ONLY = (keras.layers.RandomFlip, keras.layers.RandomTranslation, keras
 _GRADIENT_STEPS: weakref.WeakKeyDictionary[keras.Model, dict[tuple[tuple[str, ...], int], Callable]] = weakref.WeakKeyDictionary()
 
 
-def gradcam(model: LoadedModel, inputs: np.ndarray, label: str, batch_size: int = 32) -> np.ndarray:
+#: :func:`gradcam` looks at the last feature map at least this many pixels wide: at the demo's 64 px both backbones'
+#: last maps are 2 x 2 (stride 32), whose upsampled peak always lies in a corner, so it reads an earlier block.
+MIN_MAP_SIDE = 8
+
+
+class _NoSuchMap(ValueError):
+    """A backbone has no feature map at the level asked for."""
+
+
+def auto_level(image_size: int, min_side: int = MIN_MAP_SIDE) -> int:
+    """The feature-map level (0 = the backbone's last map, stride 32; k = the last map with ``2**k`` times its side)
+    whose side is at least ``min_side`` for ``image_size`` inputs: 0 from 256 px up, 1 at 128 px, 2 at 64 px."""
+    level, side = 0, max(image_size // 32, 1)
+    while side * 2**level < min(min_side, image_size):
+        level += 1
+    return level
+
+
+def gradcam(model: LoadedModel, inputs: np.ndarray, label: str, batch_size: int = 32, level: int | None = None) -> np.ndarray:
     """Grad-CAM heat maps of ``label`` for what the CNN reads.
 
     Args:
@@ -44,6 +62,8 @@ def gradcam(model: LoadedModel, inputs: np.ndarray, label: str, batch_size: int 
             or float in ``[0, 1]``.
         label: one of :data:`ich.labels.LABELS`.
         batch_size: images per gradient pass.
+        level: the feature map (see :func:`gradcam_network`); ``None``: :func:`auto_level` of the image size, the
+            last block whose map is at least :data:`MIN_MAP_SIDE` wide.
 
     Returns:
         ``(N, S, S)`` float32 maps in ``[0, 1]``, each scaled to its own maximum (all zero where the label's
@@ -54,7 +74,15 @@ def gradcam(model: LoadedModel, inputs: np.ndarray, label: str, batch_size: int 
         ValueError: ``inputs`` are not ``(N, S, S, 3)`` at the network's input size.
     """
     target = model.recipe.cam_target(label)
-    return gradcam_network(model.networks[target.network], inputs, target.output, target.backbones, batch_size)
+    network = model.networks[target.network]
+    if level is not None:
+        return gradcam_network(network, inputs, target.output, target.backbones, batch_size, level)
+    for candidate in range(auto_level(model.image_size), 0, -1):  # a backbone without that map: the next coarser one
+        try:
+            return gradcam_network(network, inputs, target.output, target.backbones, batch_size, candidate)
+        except _NoSuchMap:
+            continue
+    return gradcam_network(network, inputs, target.output, target.backbones, batch_size, 0)
 
 
 def gradcam_network(
@@ -223,7 +251,7 @@ def _feature_map(model: keras.Model, pooling: keras.layers.Layer, level: int) ->
         if len(getattr(layer, "_inbound_nodes", [])) == 1 and len(layer.output.shape) == 4 and layer.output.shape[1] == side
     ]
     if not candidates:
-        raise ValueError(f"{model.name!r} has no {side} x {side} feature map (level {level} of a {last.shape[1]} x {last.shape[1]} one)")
+        raise _NoSuchMap(f"{model.name!r} has no {side} x {side} feature map (level {level} of a {last.shape[1]} x {last.shape[1]} one)")
     return candidates[-1]
 
 

@@ -350,3 +350,11 @@ def test_energy_is_the_share_of_heat_in_the_brain_near_the_lesion():
     assert energy_inside(heat, lesion, brain, 0) == 0.0
     assert energy_inside(np.ones((10, 10)), lesion, brain, 1) == pytest.approx(chance_of_hit(lesion, brain, 1))
     assert energy_inside(np.zeros((10, 10)), lesion, brain, 1) is None
+
+
+def test_the_default_level_reads_the_last_map_at_least_eight_pixels_wide():
+    from ich.explain import auto_level
+
+    # stride 32: 256 px -> 8 x 8 (the last block), 128 px -> 4 x 4 (one block earlier, 8 x 8), 64 px -> 2 x 2 (two)
+    assert [auto_level(size) for size in (512, 256, 128, 64)] == [0, 0, 1, 2]
+    assert auto_level(32) == 3 and auto_level(16) == 3  # never wider than the image: 16 px -> level 3 (a 16 x 16 map)
