@@ -33,7 +33,6 @@ Outputs (each written atomically) in ``OUT/``:
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
 import queue
@@ -60,6 +59,7 @@ from pydicom.uid import MediaStorageDirectoryStorage
 from ich.context import series_order
 from ich.errors import PipelineError
 from ich.files import image_path, write_csv, write_json
+from ich.index import _position_z  # the index stage's reading of ImagePositionPatient[2]
 from ich.labels import LABELS, RSNA_ROW_ORDER, is_valid_id
 from ich.preprocess import process_many
 from ich.windows import windows_from_params
@@ -169,18 +169,6 @@ def _text(dataset: pydicom.Dataset, keyword: str) -> str:
     """A header string without padding (pydicom keeps trailing NULs of some writers); empty when absent."""
     value = dataset.get(keyword)
     return "" if value is None else str(value).strip().strip("\x00").strip()
-
-
-def _position_z(dataset: pydicom.Dataset) -> float:
-    """``ImagePositionPatient[2]`` as a finite float, else NaN."""
-    try:
-        position = dataset.get("ImagePositionPatient")
-        if position is None or isinstance(position, (str, bytes)) or len(position) != 3:
-            return math.nan
-        value = float(position[2])
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
-    return value if math.isfinite(value) else math.nan
 
 
 def _parse_header(path: str) -> pydicom.Dataset | None:

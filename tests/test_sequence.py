@@ -16,7 +16,7 @@ from ich.context import series_order, series_runs
 from ich.data import make_dataset
 from ich.evaluation import weighted_log_loss
 from ich.features import FeatureStore, predict_frame, series_chunks
-from ich.inference import LoadedModel, load_models
+from ich.inference import load_models
 from ich.labels import LABELS
 from ich.model_card import folder_card, model_card, save_model_folder
 from ich.params import ModelParams, SequenceParams, section
