@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 
+from ich.comparison import paired_log_loss_change
 from ich.data import label_matrix, load_table
 from ich.evaluation import evaluate_predictions, series_predictions, tune_thresholds
 from ich.features import predict_frame
@@ -49,6 +50,10 @@ def main() -> None:
     if model.sequence is not None:
         cnn = scores(predicted["val"].cnn, predicted["test"].cnn, model.card["cnn_thresholds"])
         metrics["by_model"] = {"cnn": cnn, "sequence": {key: value for key, value in metrics.items()}}
+        # What slice context bought, with a paired patient bootstrap of the difference (same resamples for both).
+        metrics["context_gain"] = paired_log_loss_change(
+            truth["test"], predicted["test"].cnn, predicted["test"].final, test["PatientID"].to_numpy(), params.bootstrap_draws, params.seed
+        )
     metrics["combination"] = model.card["combination"]
     write_json(metrics, METRICS)
     probabilities = predicted["test"].final
