@@ -33,6 +33,7 @@ Outputs (each written atomically) in ``OUT/``:
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import os
 import queue
@@ -666,6 +667,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ich.predict")
     from ich.runner import run_stage
 
     args = build_parser(prog).parse_args(argv)
+    # Series of different lengths give batches of different shapes; TensorFlow's notes on retracing them are noise here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     def work() -> None:
         summary = run_predict(args)
