@@ -29,7 +29,7 @@ from ich.pseudonyms import PSEUDONYM_KEY_ENV
 from ich.preprocess import process_many
 from ich.windows import compose_rgb
 from tests.helpers import write_long_csv
-from tests.project import copy_repository, dvc, run
+from tests.project import ROOT, copy_repository, dvc, run
 
 IMAGE_SIZE = 64
 CORPUS = sorted(Path(name) for name in get_testdata_files() if Path(name).is_file())
@@ -290,11 +290,19 @@ def test_corpus_through_dvc_repro_preprocess_leaks_no_identifying_value(tmp_path
     # Everything the stages wrote except the copied DICOMs themselves.
     outputs = [project / "dvc.lock", *(project / "metrics").rglob("*"), *(project / "data").rglob("*")]
     outputs = [path for path in outputs if path.is_file() and "dicom" not in path.relative_to(project).parts[:2]]
+    # Files the copy brought along from the repository and this run did not rewrite (the demo's evaluate.json) hold
+    # nothing of the corpus; their digits could only match a numeric header value by chance.
+    outputs = [path for path in outputs if not _same_as_committed(path, project)]
     assert len(outputs) > len(DECODABLE_CT)
     texts = {str(path.relative_to(project)): path.read_bytes().decode("latin-1") for path in outputs}
     texts["<dvc repro log>"] = log
     leaks = {(name, value) for name, text in texts.items() for value in secrets if value in text}
     assert not leaks, sorted(leaks)[:10]
+
+
+def _same_as_committed(path, project) -> bool:
+    committed = ROOT / path.relative_to(project)
+    return committed.is_file() and committed.read_bytes() == path.read_bytes()
 
 
 def test_pseudonymize_without_a_key_stops_with_a_clear_error(tmp_path):

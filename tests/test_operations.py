@@ -20,6 +20,7 @@ TINY_SINGLE = {
     "augment": {"target_per_label": 14},
     "model": {"arch": "efficientnetv2"},
     "train": {"epochs": 4, "batch_size": 8, "early_stopping_patience": 10},
+    "sequence": {"epochs": 3, "units": 4, "projection": 4},
     "evaluate": {"montage_images": 4},
 }
 
