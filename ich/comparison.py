@@ -1,12 +1,16 @@
-"""Two models on the same test images: the change in the competition metric with a paired patient bootstrap."""
+"""Models side by side on the same test images: a one-line summary of each, and the change in the competition
+metric with a paired patient bootstrap."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
 from ich.evaluation import bootstrap_counts, bootstrap_draws, percentile_interval, weighted_log_loss
+from ich.labels import LABELS
 
-__all__ = ["paired_log_loss_change"]
+__all__ = ["metrics_summary", "paired_log_loss_change"]
 
 
 def paired_log_loss_change(
@@ -37,3 +41,12 @@ def paired_log_loss_change(
         result["change_ci95"] = percentile_interval(after - before)
         result["share_of_draws_better"] = float(np.mean(after < before))
     return result
+
+
+def metrics_summary(result: Mapping) -> str:
+    """One line of :func:`ich.evaluation.evaluate_predictions`' result: per-label AUC (``n/a`` where undefined),
+    mean subtype AUC and the weighted log loss with its interval."""
+    aucs = ", ".join(f"{label} {result[label]['auc']:.3f}" if result[label]["auc"] is not None else f"{label} n/a" for label in LABELS)
+    interval = result.get("weighted_log_loss_ci95")
+    shown = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+    return f"AUC {aucs}; mean subtype AUC {result['mean_subtype_auc']}; weighted log loss {result['weighted_log_loss']:.4f}{shown}"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from ich.comparison import paired_log_loss_change
+from ich.comparison import metrics_summary, paired_log_loss_change
 from ich.data import label_matrix, load_table
 from ich.evaluation import evaluate_predictions, series_predictions, tune_thresholds
 from ich.features import predict_frame
@@ -50,7 +50,6 @@ def main() -> None:
     if model.sequence is not None:
         cnn = scores(predicted["val"].cnn, predicted["test"].cnn, model.card["cnn_thresholds"])
         metrics["by_model"] = {"cnn": cnn, "sequence": {key: value for key, value in metrics.items()}}
-        # What slice context bought, with a paired patient bootstrap of the difference (same resamples for both).
         metrics["context_gain"] = paired_log_loss_change(
             truth["test"], predicted["test"].cnn, predicted["test"].final, test["PatientID"].to_numpy(), params.bootstrap_draws, params.seed
         )
@@ -64,11 +63,7 @@ def main() -> None:
         if params.montage_images > 0:
             live.log_image("montage.png", montage(test, probabilities, params.threshold, params.montage_images, seed=0))
     for name, result in metrics.get("by_model", {"final": metrics}).items():
-        logging.getLogger("ich").info(
-            "evaluate (%s): AUC %s; mean subtype AUC %s; weighted log loss %.4f %s", name,
-            ", ".join(f"{label} {result[label]['auc']:.3f}" if result[label]["auc"] is not None else f"{label} n/a" for label in LABELS),
-            result["mean_subtype_auc"], result["weighted_log_loss"], result.get("weighted_log_loss_ci95"),
-        )
+        logging.getLogger("ich").info("evaluate (%s): %s", name, metrics_summary(result))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ich.comparison import paired_log_loss_change
+from ich.comparison import metrics_summary, paired_log_loss_change
 
 
 def _wll(y, p):
@@ -34,3 +34,13 @@ def test_the_change_and_its_paired_interval_match_an_enumeration_of_the_resample
     low, high = result["change_ci95"]
     assert min(differences) - 1e-12 <= low <= high <= max(differences) + 1e-12
     assert paired_log_loss_change(y, baseline, candidate, groups, draws=0, seed=0)["change_ci95"] is None
+
+
+def test_the_summary_line_names_every_label_and_undefined_aucs():
+    result = {label: {"auc": 0.5 + index / 10} for index, label in enumerate(["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"])}
+    result["epidural"]["auc"] = None
+    line = metrics_summary({**result, "mean_subtype_auc": None, "weighted_log_loss": 0.12345, "weighted_log_loss_ci95": [0.1, 0.15]})
+    assert line == (
+        "AUC any 0.500, epidural n/a, intraparenchymal 0.700, intraventricular 0.800, subarachnoid 0.900, subdural 1.000; "
+        "mean subtype AUC None; weighted log loss 0.1235 [0.1000, 0.1500]"
+    )
