@@ -54,6 +54,9 @@ def main() -> None:
         )
         entry = {"dir": OUTPUT, "file": "sequence.keras", "inputs": "CNN pooled features + its six logits and their differences to the neighbouring slices",
                  "feature_dim": splits["train"].feature_dim, **params.model_dump(), **fitted, "thresholds": thresholds}
+    else:  # the CNN's predictions are final; the stage's dvclive folder still exists, with no curve in it
+        with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
+            live.log_params({"enabled": False})
     write_json(metrics, output / "sequence.json")
     shutil.rmtree(f"{MODELS}/{OUTPUT}", ignore_errors=True)
     output.rename(f"{MODELS}/{OUTPUT}")  # the folder appears whole or not at all

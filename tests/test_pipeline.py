@@ -197,6 +197,16 @@ def test_a_sequence_param_reruns_only_sequence_and_evaluate_and_reuses_the_featu
     assert json.loads((project / "metrics/sequence.json").read_text())["features_computed"] == 0  # reused from the store
     card = json.loads((project / "models/model.json").read_text())
     assert card["sequence"]["units"] == 6
+    # Switched off: the CNN's predictions are final, and evaluate reports no per-model figures.
+    params["sequence"]["enabled"] = False
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = dvc("repro", cwd=project)
+    assert set(re.findall(r"Running stage '(\w+)'", result.stdout)) == {"sequence", "evaluate"}, result.stdout
+    assert json.loads((project / "models/model.json").read_text())["sequence"] is None
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    assert "by_model" not in metrics and "context_gain" not in metrics
+    predictions = pd.read_csv(project / "data/predictions/test.csv")
+    assert not (project / "models/sequence/sequence.keras").exists() and len(predictions) == len(pd.read_csv(project / "data/split/test.csv"))
 
 
 @pytest.mark.slow  # a minute or more of dvc exp; CI runs it in its slow pass
