@@ -15,7 +15,7 @@ from ich.context import compose_context
 from ich.files import atomic_write_bytes, image_path
 from ich.labels import SUBTYPES
 from ich.params import AugmentParams
-from ich.preprocess import encode_png
+from ich.png import encode_png
 
 __all__ = ["build_pipeline", "plan_copies", "augmented_id", "write_augmented"]
 

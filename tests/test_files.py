@@ -4,7 +4,7 @@ import os
 import pytest
 
 from ich import files
-from ich.files import atomic_write_bytes, image_path, link_or_copy_many, prepare_output_dir
+from ich.files import atomic_write_bytes, image_path, link_or_copy_many, prepare_output_dir, write_file
 
 
 def test_image_path_only_accepts_valid_ids(tmp_path):
@@ -69,3 +69,38 @@ def test_atomic_writes_get_the_usual_file_mode_not_mkstemps_private_one(tmp_path
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0o600
     assert (tmp_path / "a.bin").read_bytes() == b"x"
     assert [path.name for path in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_write_file_writes_all_bytes_with_the_umask_mode(tmp_path, monkeypatch):
+    data = bytes(range(256)) * 1000
+    old_umask = os.umask(0o027)
+    try:
+        write_file(tmp_path / "a.png", data)
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "a.png").read_bytes() == data
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o640
+    write_file(tmp_path / "a.png", b"shorter")  # a retried file replaces the old content
+    assert (tmp_path / "a.png").read_bytes() == b"shorter"
+
+
+def test_write_file_resumes_short_writes_and_removes_a_failed_file(tmp_path, monkeypatch):
+    real_write, calls = os.write, []
+
+    def short_write(handle, data):  # the kernel may write fewer bytes than asked
+        calls.append(len(data))
+        return real_write(handle, bytes(data[:3]))
+
+    monkeypatch.setattr(files.os, "write", short_write)
+    write_file(tmp_path / "a.bin", b"0123456789")
+    assert (tmp_path / "a.bin").read_bytes() == b"0123456789"
+    assert calls == [10, 7, 4, 1]
+
+    def full_disk(handle, data):
+        real_write(handle, bytes(data[:2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_file(tmp_path / "b.bin", b"0123456789")
+    assert not (tmp_path / "b.bin").exists()

@@ -3,7 +3,6 @@ import os
 import signal
 import time
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +10,7 @@ import pytest
 import ich.preprocess
 from ich.dicom import CtSlice, read_ct_slice
 from ich.labels import LABELS
-from ich.preprocess import FileResult, collect_outcome, encode_png, process_many
+from ich.preprocess import FileResult, collect_outcome, process_many
 from ich.quarantine import quarantine_failure
 from ich.rendering import render_rgb
 from ich.windows import compose_rgb
@@ -39,14 +38,6 @@ def test_non_square_slice_is_padded_with_air_keeping_aspect():
     assert rgb.shape == (40, 40, 3)
     assert (rgb[:, :10] == 0).all() and (rgb[:, 30:] == 0).all()
     assert rgb[20, 20, 1] == 128  # brain window of 40 HU
-
-
-def test_png_round_trip_is_rgb():
-    rgb = np.zeros((4, 4, 3), dtype=np.uint8)
-    rgb[..., 0] = 200
-    decoded = cv2.imdecode(np.frombuffer(encode_png(rgb), np.uint8), cv2.IMREAD_UNCHANGED)[..., ::-1]
-    np.testing.assert_array_equal(decoded, rgb)
-    assert b"tEXt" not in encode_png(rgb)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
