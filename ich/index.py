@@ -7,7 +7,6 @@ processes and results stream back in input order, a bounded number of chunks at 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import multiprocessing
@@ -28,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from ich.dicom import METADATA_COLUMNS
+from ich.dicom import METADATA_COLUMNS, values_unchecked
 from ich.files import image_path
 from ich.labels import LABELS
 from ich.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
@@ -93,7 +92,7 @@ def _read_open_header(image_id: str, stream: BinaryIO) -> HeaderResult:
     size = os.fstat(stream.fileno()).st_size
     source: BinaryIO = io.BytesIO(stream.read(_HEAD_BYTES))
     end = min(size, _HEAD_BYTES)
-    with warnings.catch_warnings(), _values_unchecked():
+    with warnings.catch_warnings(), values_unchecked():
         # RSNA keeps its IDs in UID elements ("ID_..."), which pydicom would warn about on every file;
         # a damaged header's warnings are no use either: what counts is whether the values read.
         warnings.simplefilter("ignore")
@@ -115,18 +114,6 @@ def _read_open_header(image_id: str, stream: BinaryIO) -> HeaderResult:
                 image_id, None, f"no pixel data: the file ends after {size} bytes, before any (truncated?)"
             )
         return _header_row(image_id, dataset)
-
-
-@contextlib.contextmanager
-def _values_unchecked() -> Iterator[None]:
-    """pydicom's checks of value formats off (they only warn, and cost ~15 % of a header's time)."""
-    settings = pydicom.config.settings
-    mode = settings.reading_validation_mode
-    settings.reading_validation_mode = pydicom.config.IGNORE
-    try:
-        yield
-    finally:
-        settings.reading_validation_mode = mode
 
 
 def _parse(source: BinaryIO) -> Dataset | None:
