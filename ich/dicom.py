@@ -63,7 +63,8 @@ class UnusableSlice(Exception):
 
 @dataclass(frozen=True)
 class CtSlice:
-    """One CT slice as stored: ``pixels`` are the raw stored values ``(rows, columns)`` (int32), and
+    """One CT slice as stored: ``pixels`` are the raw stored values ``(rows, columns)``, an integer array
+    (uint16/int16 as the file stores them, read-only; int32 after the RSNA fix or from a decoder), and
     ``slope``/``intercept`` map them to HU (already corrected by the RSNA fix where it applies)."""
 
     pixels: np.ndarray
@@ -105,7 +106,7 @@ def _first_number(value: object, default: float) -> float:
 
 
 def _stored_pixels(dataset: Dataset) -> np.ndarray:
-    """Stored pixel values as a 2-D int32 array; raises :class:`UnusableSlice` with the reason."""
+    """Stored pixel values as a 2-D integer array (see :class:`CtSlice`); raises :class:`UnusableSlice` with the reason."""
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     if rows <= 0 or columns <= 0:
         raise UnusableSlice("no image size (Rows/Columns missing or zero)")
@@ -127,8 +128,8 @@ def _stored_pixels(dataset: Dataset) -> np.ndarray:
             raise UnusableSlice(
                 f"pixel data truncated ({len(data)} bytes, {rows}x{columns} 16-bit needs {expected})"
             )
-        pixels = np.frombuffer(data, dtype="<i2" if representation else "<u2", count=rows * columns)
-        return pixels.reshape(rows, columns).astype(np.int32)
+        # A read-only view of the file's bytes, in the file's 16-bit type (no copy, no widening).
+        return np.frombuffer(data, dtype="<i2" if representation else "<u2", count=rows * columns).reshape(rows, columns)
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # decoders raise many types; each becomes a quarantine reason

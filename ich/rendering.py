@@ -34,7 +34,12 @@ def render_rgb(ct_slice: CtSlice, image_size: int, windows: Sequence[Window] = D
         # is ~5x faster than gathering (n, 3) rows; the bytes are then viewed as RGBA. The index is made
         # in numpy's index type directly, so np.take does not convert it again.
         packed = lut[:, 0] | (lut[:, 1] << 8) | (lut[:, 2] << 16)
-        image = packed.take(np.subtract(pixels, low, dtype=np.intp)).view(np.uint8).reshape(*pixels.shape, 4)
+        if pixels.dtype.itemsize == 2:  # 16-bit stored values: the offset index in 16-bit arithmetic,
+            # (value - low) mod 2**16, which is exact as high - low < 2**16 (a quarter of the intp bytes)
+            index = pixels.view(np.uint16) - np.uint16(low & 0xFFFF)
+        else:
+            index = np.subtract(pixels, low, dtype=np.intp)
+        image = packed[index].view(np.uint8).reshape(*pixels.shape, 4)
     else:  # the same arithmetic as window_lut, per pixel
         image = compose_rgb(pixels.astype(np.float64) * ct_slice.slope + ct_slice.intercept, windows)
     rows, columns = image.shape[:2]

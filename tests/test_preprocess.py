@@ -31,6 +31,21 @@ def test_render_equals_windows_then_area_resize():
     assert np.abs(rgb - reference).max() <= 1.0  # rounding only
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "representation", "intercept"),
+    [(-2000, 2500, 1, 0.0), (0, 4095, 0, -1024.0), (30000, 65535, 0, -40000.0), (-32768, 32767, 1, 0.0)],
+)
+def test_render_of_16_bit_values_of_either_sign_equals_the_float_windows(low, high, representation, intercept):
+    # The 16-bit index arithmetic (value - low mod 2**16) against plain float windows of every stored value.
+    rng = np.random.default_rng(low & 0xFFFF)
+    stored = rng.integers(low, high + 1, size=(32, 32))
+    stored[0, 0], stored[-1, -1] = low, high  # both ends of the range
+    ct = read_ct_slice(ct_dicom_bytes(stored, intercept=intercept, pixel_representation=representation), "ID_ab")
+    assert ct.pixels.dtype == (np.int16 if representation else np.uint16)
+    rgb = render_rgb(ct, 32)  # no resize: every pixel is one lookup
+    np.testing.assert_array_equal(rgb, compose_rgb(stored.astype(np.float64) + intercept))
+
+
 def test_non_square_slice_is_padded_with_air_keeping_aspect():
     stored = np.full((40, 20), 1024 + 40)
     stored[0, 0] = 0  # one air pixel so the image is not blank
