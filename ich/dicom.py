@@ -22,6 +22,8 @@ from pydicom.uid import (
     UID,
 )
 
+from ich.dicom_native import read_native_slice
+
 __all__ = [
     "UnusableSlice",
     "CtSlice",
@@ -230,6 +232,14 @@ def _read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str) -> CtSlice:
         raise ValueError(
             f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}"
         )
+    native = read_native_slice(data, MAX_SIDE)  # the plain case without pydicom (ich.dicom_native)
+    if native is not None:
+        pixels, intercept = native.pixels, native.intercept
+        if rsna_pixel_fix == "auto" and needs_rsna_fix(native.bits_stored, native.representation, intercept):
+            pixels, intercept = apply_rsna_fix(pixels)
+        if pixels.min() != pixels.max():  # a blank slice: pydicom's path below gives the reason
+            metadata = {"ID": image_id, **native.metadata}
+            return CtSlice(pixels=pixels, slope=native.slope, intercept=intercept, metadata=metadata)
     dataset = _parse(data)
     _check_is_ct(dataset)
     if "PixelData" not in dataset:
