@@ -13,6 +13,10 @@ import pytest
 
 from tests.project import copy_repository, dvc, free_ports, kill_group, run, stage_env
 
+# The whole module shares one killed-and-resumed tiny run (~3 min of setup): CI runs it in its slow pass, so the
+# default suite stays within ~10 minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 TINY_SINGLE = {
     "synthesize": {"patients": 16, "slices_per_series": 8, "image_size": 64, "duplicate_rows": 6},
     "sample": {"per_label": 12},
@@ -124,7 +128,6 @@ def test_push_then_pull_into_a_second_clone_restores_every_file(resumed_project)
     assert dvc("status", cwd=clone).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
-@pytest.mark.slow  # a minute or more of dvc exp; CI runs it in its slow pass
 def test_queued_two_point_sweep_runs_and_exp_show_lists_both(resumed_project):
     project, _, _ = resumed_project
     dvc("exp", "run", "--queue", "-S", "evaluate.threshold=0.3,0.7", cwd=project)
