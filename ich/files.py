@@ -72,23 +72,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_file(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` in place (created or truncated), removing the file again if writing fails.
+    """Write ``data`` to ``path`` atomically, for the one writer of a file in a folder it owns.
 
-    For the thousands of small files a stage writes into a folder it has just emptied
-    (:func:`prepare_output_dir`), where no reader waits for them: a temporary file and a rename per image
-    (:func:`atomic_write_bytes`) made the preprocess stage ~15 % slower on 3,000 files. A run that fails
-    leaves no partial file; one killed outright can, and the stage empties its folder when it runs again.
+    Like :func:`atomic_write_bytes` (a temporary file in the same folder, renamed over ``path``), so a reader
+    or a run killed mid-way never sees part of a file, but cheaper for the thousands of small files a stage
+    writes: the temporary name is fixed (``.<name>.tmp``) and it is written with three system calls, where
+    ``mkstemp``'s random name, its retries and a ``chmod`` made the preprocess stage ~10 % slower on 3,000
+    files. Two writers of the same ``path`` at once would share the temporary file: use
+    :func:`atomic_write_bytes` where that can happen. A failed write removes its temporary file.
     """
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(handle, view):]
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view):]
+        finally:
+            os.close(handle)
+        os.replace(temporary, path)
     except BaseException:
-        os.close(handle)
-        Path(path).unlink(missing_ok=True)
+        Path(temporary).unlink(missing_ok=True)
         raise
-    os.close(handle)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -84,7 +84,7 @@ def test_write_file_writes_all_bytes_with_the_umask_mode(tmp_path, monkeypatch):
     assert (tmp_path / "a.png").read_bytes() == b"shorter"
 
 
-def test_write_file_resumes_short_writes_and_removes_a_failed_file(tmp_path, monkeypatch):
+def test_write_file_resumes_short_writes_and_leaves_nothing_when_it_fails(tmp_path, monkeypatch):
     real_write, calls = os.write, []
 
     def short_write(handle, data):  # the kernel may write fewer bytes than asked
@@ -102,5 +102,21 @@ def test_write_file_resumes_short_writes_and_removes_a_failed_file(tmp_path, mon
 
     monkeypatch.setattr(files.os, "write", full_disk)
     with pytest.raises(OSError, match="No space"):
+        write_file(tmp_path / "a.bin", b"new content")
+    assert (tmp_path / "a.bin").read_bytes() == b"0123456789"  # the old file, whole
+    with pytest.raises(OSError, match="No space"):
         write_file(tmp_path / "b.bin", b"0123456789")
-    assert not (tmp_path / "b.bin").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.bin"]  # no partial file, no temporary
+
+
+def test_write_file_never_shows_a_partial_file_while_writing(tmp_path, monkeypatch):
+    seen = []
+
+    def watching_write(handle, data):  # what a reader sees at the target while the bytes go out
+        seen.append((tmp_path / "a.bin").exists())
+        return real_write(handle, data)
+
+    real_write = os.write
+    monkeypatch.setattr(files.os, "write", watching_write)
+    write_file(tmp_path / "a.bin", b"x" * 100)
+    assert seen == [False] and (tmp_path / "a.bin").read_bytes() == b"x" * 100
