@@ -78,6 +78,8 @@ def _elements(data: bytes, at: int, implicit: bool, meta: bool) -> tuple[dict[in
             if vr not in _VRS or vr == b"SQ":
                 raise _Irregular  # a sequence, or implicit VR inside an explicit file
             if vr in _LONG_LENGTH_VRS:
+                if at + 12 > end:
+                    raise _Irregular
                 length, start = _UNPACK_LONG(data, at + 8)[0], at + 12
             else:
                 length, start = _UNPACK_SHORT(data, at + 6)[0], at + 8
@@ -156,7 +158,7 @@ def read_native_slice(data: bytes, max_side: int) -> NativeSlice | None:
         if implicit:
             length, start = _UNPACK_LONG(data, at + 4)[0], at + 8
         else:
-            if data[at + 4 : at + 6] not in (b"OW", b"OB"):
+            if data[at + 4 : at + 6] not in (b"OW", b"OB") or at + 12 > len(data):
                 return None
             length, start = _UNPACK_LONG(data, at + 8)[0], at + 12
         if length == _UNDEFINED or start + length != len(data):
