@@ -1,9 +1,9 @@
-"""Benchmark: ``ich.index`` header scan vs a plain one-process pydicom loop, on the same DICOMs, same run.
+"""Benchmark: ``ich.data.index`` header scan vs a plain one-process pydicom loop, on the same DICOMs, same run.
 
 Writes ``--files`` RSNA-like DICOMs (512x512 16-bit, ~0.5 MB each, the synthetic set's RSNA header) to
 a temporary folder, warms the page cache, then measures ``--repeats`` times each: a plain loop of
 ``pydicom.dcmread(path, stop_before_pixels=True)`` in one process (what a notebook does), and
-``ich.index.index_headers`` with ``--workers`` processes (0 = all cores). Prints headers/s (median), the
+``ich.data.index.index_headers`` with ``--workers`` processes (0 = all cores). Prints headers/s (median), the
 ratio, and the time the scan would take for RSNA's 752,803 files at that rate (from the page cache:
 storage that has to seek for every file is slower):
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from ich.index import index_headers
-from ich.synth import _dicom_bytes
+from ich.data.index import index_headers
+from ich.data.synth import _dicom_bytes
 
 RSNA_IMAGES = 752_803
 
@@ -104,14 +104,14 @@ def main() -> None:
         workers = args.workers or os.cpu_count()
         print(
             f"files: {len(paths)} RSNA-like DICOMs, {size_mib / len(paths):.2f} MiB each, page cache warm; "
-            f"ich.index with {workers} worker(s); median of {args.repeats}"
+            f"ich.data.index with {workers} worker(s); median of {args.repeats}"
         )
         print(f"plain loop (pydicom.dcmread, stop_before_pixels, 1 process): {plain_rate:8.0f} headers/s")
-        print(f"ich.index.index_headers:                                     {index_rate:8.0f} headers/s")
+        print(f"ich.data.index.index_headers:                                     {index_rate:8.0f} headers/s")
         print(f"speed-up: {index_rate / plain_rate:.2f}x")
         print(
             f"projected for RSNA's {RSNA_IMAGES:,} files: plain loop {RSNA_IMAGES / plain_rate / 60:.1f} min, "
-            f"ich.index {RSNA_IMAGES / index_rate / 60:.1f} min"
+            f"ich.data.index {RSNA_IMAGES / index_rate / 60:.1f} min"
         )
 
 

@@ -41,8 +41,8 @@ def main() -> None:
 
     import keras
 
-    from ich.data import make_dataset
-    from ich.models import build_any_classifier, build_subtype_fusion
+    from ich.training.datasets import make_dataset
+    from ich.models.networks import build_any_classifier, build_subtype_fusion
 
     with tempfile.TemporaryDirectory() as work:
         paths = _paths(args.images, args.image_size, Path(work))

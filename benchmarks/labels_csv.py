@@ -1,4 +1,4 @@
-"""Benchmark: ``ich.labels.parse_long_csv`` on an RSNA-size long CSV vs pandas ``read_csv`` alone.
+"""Benchmark: ``ich.data.labels_csv.parse_long_csv`` on an RSNA-size long CSV vs pandas ``read_csv`` alone.
 
 Writes a seeded CSV in the ``stage_2_train.csv`` layout (``--images`` images x 6 rows, RSNA: 752,803,
 so 4.5 M rows) with a few hundred planted problems (exact and conflicting duplicates, bad IDs, bad
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ich.labels import RSNA_ROW_ORDER
+from ich.core.labels import RSNA_ROW_ORDER
 
 # Per-image prevalence of the subtypes, roughly RSNA's (stage 1).
 _PREVALENCE = {
@@ -43,7 +43,7 @@ if kind == "read_csv":
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     summary = {"rows": len(frame)}
 else:
-    from ich.labels import parse_long_csv
+    from ich.data.labels_csv import parse_long_csv
     parsed = parse_long_csv(path)
     summary = {**parsed.counts, "rejected": len(parsed.rejected)}
 seconds = time.perf_counter() - start

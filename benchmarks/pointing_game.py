@@ -1,11 +1,11 @@
-"""Benchmark: the pointing game (Zhang et al. 2016, arXiv:1608.00507) for the Grad-CAM maps of ``ich.explain``.
+"""Benchmark: the pointing game (Zhang et al. 2016, arXiv:1608.00507) for the Grad-CAM maps of ``ich.inference.explain``.
 
 For every true-positive test slice of a label (labelled positive and predicted at or above the model card's
 tuned threshold for it), the Grad-CAM map of that label is computed and its maximum checked against where the
 synthesizer drew that label's blood (``any``: every lesion of the slice): a hit when the maximum lies within
 ``--tolerance`` pixels (Euclidean, at the model's image size) of a lesion pixel. The masks are regenerated
-from the ``synthesize`` params (:func:`ich.synth.lesion_masks`) and mapped to the image grid as preprocess
-maps the slices (:func:`ich.synth.mask_to_image`: pad to square, area-resize; a pixel is lesion when any
+from the ``synthesize`` params (:func:`ich.data.synth.lesion_masks`) and mapped to the image grid as preprocess
+maps the slices (:func:`ich.data.synth.mask_to_image`: pad to square, area-resize; a pixel is lesion when any
 lesion pixel falls in its footprint). Needs the synthetic data set: RSNA has no lesion masks.
 
 Also the energy-based variant: the share of the map's mass inside the skull that lies on the (dilated) lesion.
@@ -30,11 +30,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ich.explain import auto_level, gradcam_network
-from ich.inference import image_batches, load_models
-from ich.labels import LABELS, validate_id
-from ich.params import SynthesizeParams, load_params, section
-from ich.synth import lesion_masks, mask_to_image
+from ich.inference.explain import auto_level, gradcam_network
+from ich.inference.loading import image_batches, load_models
+from ich.core.ids import validate_id
+from ich.core.labels import LABELS
+from ich.core.params import SynthesizeParams, load_params, section
+from ich.data.synth import lesion_masks, mask_to_image
 
 __all__ = ["dilate", "pointing_location", "is_hit", "chance_of_hit", "energy_inside", "pointing_game", "main"]
 
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--png-dir", default="data/png", help="the preprocessed PNGs")
     parser.add_argument("--params", default="params.yaml", help="params file whose `synthesize` section made the data")
     parser.add_argument("--tolerance", type=int, default=2, help="pixels (at the model's image size) around the lesion that count")
-    parser.add_argument("--level", type=int, default=None, help="0: the backbones' last feature map; k: the last one of 2**k times its side; default: what ich predict uses (ich.explain.auto_level)")
+    parser.add_argument("--level", type=int, default=None, help="0: the backbones' last feature map; k: the last one of 2**k times its side; default: what ich predict uses (ich.inference.explain.auto_level)")
     parser.add_argument("--labels", nargs="+", default=list(LABELS), choices=LABELS)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the figures here")

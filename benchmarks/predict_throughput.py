@@ -1,7 +1,7 @@
 """Benchmark: `ich predict`'s end-to-end rate (DICOM files -> probabilities) beside the model's own rate on
 preloaded arrays, in the same process.
 
-Reading and rendering DICOMs runs in worker processes a chunk ahead of the model (ich.predict), so the end-to-end
+Reading and rendering DICOMs runs in worker processes a chunk ahead of the model (ich.inference.predict), so the end-to-end
 rate should stay close to the model's own: the goal is at least 70 %. Three figures, medians of ``--repeats``
 timed runs after one untimed warm-up each:
 
@@ -35,8 +35,8 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true")
     args = parser.parse_args()
 
-    from ich.predict import load_model_folder, plan_chunks, predict_files, render_chunks, scan_folder
-    from ich.windows import windows_from_params
+    from ich.inference.predict import load_model_folder, plan_chunks, predict_files, render_chunks, scan_folder
+    from ich.imaging.windows import windows_from_params
 
     full = scan_folder(args.dicom_dir, args.workers)
     chosen, series_seen = [], set()

@@ -22,11 +22,11 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from ich.dicom import apply_rsna_fix, needs_rsna_fix
-from ich.params import SynthesizeParams
-from ich.preprocess import process_many
-from ich.synth import generate
-from ich.windows import DEFAULT_WINDOWS
+from ich.imaging.dicom import apply_rsna_fix, needs_rsna_fix
+from ich.core.params import SynthesizeParams
+from ich.data.preprocess import process_many
+from ich.data.synth import generate
+from ich.imaging.windows import DEFAULT_WINDOWS
 
 
 def plain_loop(paths: list[Path], out_dir: Path, image_size: int) -> None:

@@ -1,7 +1,7 @@
 """Benchmark: `dvc repro preprocess` end to end (DVC startup, dependency check, stage, hashing and caching of
 the outputs) vs the plain one-process loop of benchmarks/preprocess.py, on the same DICOMs, same run.
 
-A temporary copy of the repository gets N RSNA-like 512x512 16-bit DICOMs (ich.synth): `data.dicom_dir`
+A temporary copy of the repository gets N RSNA-like 512x512 16-bit DICOMs (ich.data.synth): `data.dicom_dir`
 points at them, `data/sampled.csv` and `data/index_quarantine.csv` are written from their headers, and
 dvc.yaml keeps only the `copy` and `preprocess` stages (upstream of them there is nothing to check).
 `dvc repro copy` runs once; then plain loop and `dvc repro preprocess` alternate, `--repeats` times each.
@@ -38,10 +38,10 @@ import yaml
 
 from benchmarks.preprocess import plain_loop
 from harness.project import copy_repository, stage_env
-from ich.index import read_header
-from ich.labels import LABELS
-from ich.params import SynthesizeParams
-from ich.synth import generate
+from ich.data.index import read_header
+from ich.core.labels import LABELS
+from ich.core.params import SynthesizeParams
+from ich.data.synth import generate
 
 _SCRIPT_SECONDS = re.compile(r"preprocess: .* in ([0-9.]+) s")
 _DVC_STAGES = ("copy", "preprocess")

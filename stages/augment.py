@@ -7,12 +7,12 @@ import logging
 import pandas as pd
 from tqdm import tqdm
 
-from ich.augment import build_pipeline, plan_copies, write_augmented
-from ich.context import neighbour_ids
-from ich.runner import run_stage
-from ich.files import prepare_output_dir, write_csv, write_json
-from ich.labels import SUBTYPES
-from ich.params import AugmentParams, ModelParams, load_params, section
+from ich.data.augment import build_pipeline, plan_copies, write_augmented
+from ich.data.context import neighbour_ids
+from ich.core.runner import run_stage
+from ich.core.files import prepare_output_dir, write_csv, write_json
+from ich.core.labels import SUBTYPES
+from ich.core.params import AugmentParams, ModelParams, load_params, section
 
 TRAIN = "data/split/train.csv"
 PNG_DIR = "data/png"
@@ -27,7 +27,7 @@ def main() -> None:
     all_params = load_params()
     params, context_slices = section(all_params, "augment", AugmentParams), section(all_params, "model", ModelParams).context_slices
     train = pd.read_csv(TRAIN, dtype={"ID": str, "PatientID": str, "SeriesInstanceUID": str})
-    # 2.5D input: each copy is made from the slice composed with its neighbours (ich.context), transformed as one.
+    # 2.5D input: each copy is made from the slice composed with its neighbours (ich.data.context), transformed as one.
     neighbours = dict(zip(train["ID"], zip(*neighbour_ids(train, context_slices)))) if context_slices else None
     plan = plan_copies(train, params.target_per_label, params.max_copies_per_image, params.seed)
     output = prepare_output_dir(OUTPUT_DIR)

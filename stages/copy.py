@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ich.files import link_or_copy_many, prepare_output_dir, write_json
-from ich.params import CopyParams, DataParams, load_params, section
-from ich.runner import StageError, run_stage
+from ich.core.files import link_or_copy_many, prepare_output_dir, write_json
+from ich.core.params import CopyParams, DataParams, load_params, section
+from ich.core.runner import StageError, run_stage
 
 SAMPLED = "data/sampled.csv"
 OUTPUT_DIR = "data/dicom"

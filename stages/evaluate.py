@@ -10,17 +10,17 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 
-from ich.comparison import metrics_summary, paired_log_loss_change
-from ich.data import label_matrix, load_table
-from ich.evaluation import evaluate_predictions, series_predictions, tune_thresholds
-from ich.features import predict_frame
-from ich.files import write_csv, write_json
-from ich.inference import load_models
-from ich.labels import LABELS
-from ich.params import EvaluateParams, load_params, section
-from ich.plots import log_label_plots, montage
-from ich.report import evaluation_charts, write_report
-from ich.runner import run_stage
+from ich.evaluation.comparison import metrics_summary, paired_log_loss_change
+from ich.training.datasets import label_matrix, load_table
+from ich.evaluation.metrics import evaluate_predictions, series_predictions, tune_thresholds
+from ich.inference.features import predict_frame
+from ich.core.files import write_csv, write_json
+from ich.inference.loading import load_models
+from ich.core.labels import LABELS
+from ich.core.params import EvaluateParams, load_params, section
+from ich.reports.plots import log_label_plots, montage
+from ich.reports.evaluation_page import evaluation_charts, write_report
+from ich.core.runner import run_stage
 
 SPLIT_DIR, PNG_DIR, MODEL_DIR, CURVES, REPORT_DIR = "data/split", "data/png", "models", "dvclive/train/plots/metrics", "plots"
 PREDICTIONS, METRICS, LIVE_DIR = "data/predictions/{}.csv", "metrics/evaluate.json", "dvclive/evaluate"

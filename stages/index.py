@@ -6,13 +6,13 @@ import logging
 
 from tqdm import tqdm
 
-from ich.files import write_csv, write_json
-from ich.index import build_index, index_headers
-from ich.labels import parse_long_csv
-from ich.params import DataParams, IndexParams, PreprocessParams, load_params, section
-from ich.pseudonyms import pseudonym_key
-from ich.quarantine import quarantine_failure
-from ich.runner import StageError, run_stage
+from ich.core.files import write_csv, write_json
+from ich.data.index import build_index, index_headers
+from ich.data.labels_csv import parse_long_csv
+from ich.core.params import DataParams, IndexParams, PreprocessParams, load_params, section
+from ich.data.pseudonyms import pseudonym_key
+from ich.core.quarantine import quarantine_failure
+from ich.core.runner import StageError, run_stage
 
 INDEX, QUARANTINE, METRICS = "data/index.csv", "data/index_quarantine.csv", "metrics/index.json"
 

@@ -12,13 +12,13 @@ import logging
 import pandas as pd
 from tqdm import tqdm
 
-from ich.files import prepare_output_dir, write_csv, write_json
-from ich.index import read_index
-from ich.params import PreprocessParams, load_params, section
-from ich.preprocess import collect_outcome, process_many
-from ich.quarantine import quarantine_failure
-from ich.runner import StageError, run_stage
-from ich.windows import windows_from_params
+from ich.core.files import prepare_output_dir, write_csv, write_json
+from ich.data.index import read_index
+from ich.core.params import PreprocessParams, load_params, section
+from ich.data.preprocess import collect_outcome, process_many
+from ich.core.quarantine import quarantine_failure
+from ich.core.runner import StageError, run_stage
+from ich.imaging.windows import windows_from_params
 
 SAMPLED, INDEX_QUARANTINE, DICOM_DIR = "data/sampled.csv", "data/index_quarantine.csv", "data/dicom"
 PNG_DIR, SPLIT_DIR, QUARANTINE, METRICS = "data/png", "data/split", "data/quarantine.csv", "metrics/preprocess.json"

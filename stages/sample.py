@@ -6,12 +6,12 @@ import logging
 
 import pandas as pd
 
-from ich.files import write_csv, write_json
-from ich.index import read_index
-from ich.labels import LABELS
-from ich.params import SampleParams, load_params, section
-from ich.runner import StageError, run_stage
-from ich.sample import select_images
+from ich.core.files import write_csv, write_json
+from ich.data.index import read_index
+from ich.core.labels import LABELS
+from ich.core.params import SampleParams, load_params, section
+from ich.core.runner import StageError, run_stage
+from ich.data.sample import select_images
 
 INDEX, ASSIGNMENT, SAMPLED, METRICS = "data/index.csv", "data/split_assignment.csv", "data/sampled.csv", "metrics/sample.json"
 

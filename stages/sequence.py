@@ -9,16 +9,16 @@ import shutil
 
 from dvclive import Live
 
-from ich.context import series_order, series_runs
-from ich.data import label_matrix, load_table
-from ich.evaluation import tune_thresholds, weighted_log_loss
-from ich.features import FeatureStore, fingerprint_files
-from ich.files import prepare_output_dir, write_json
-from ich.inference import load_models
-from ich.model_card import MODEL_CARD, folder_card
-from ich.params import SequenceParams, load_params, section
-from ich.runner import run_stage
-from ich.sequence import SeriesSet, fit_sequence, predict_series, slice_inputs
+from ich.data.context import series_order, series_runs
+from ich.training.datasets import label_matrix, load_table
+from ich.evaluation.metrics import tune_thresholds, weighted_log_loss
+from ich.inference.features import FeatureStore, fingerprint_files
+from ich.core.files import prepare_output_dir, write_json
+from ich.inference.loading import load_models
+from ich.models.card import MODEL_CARD, folder_card
+from ich.core.params import SequenceParams, load_params, section
+from ich.core.runner import run_stage
+from ich.models.sequence import SeriesSet, fit_sequence, predict_series, slice_inputs
 
 SPLIT_DIR, PNG_DIR, MODELS, CNN_DIR, OUTPUT = "data/split", "data/png", "models", "cnn", "sequence"
 STORE, LIVE_DIR, METRICS = "checkpoints/sequence", "dvclive/sequence", "metrics/sequence.json"

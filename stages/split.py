@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from ich.files import write_csv, write_json
-from ich.index import read_index
-from ich.params import SplitParams, load_params, section
-from ich.runner import StageError, run_stage
-from ich.split import assign_splits, split_summary
+from ich.core.files import write_csv, write_json
+from ich.data.index import read_index
+from ich.core.params import SplitParams, load_params, section
+from ich.core.runner import StageError, run_stage
+from ich.data.split import assign_splits, split_summary
 
 INDEX, ASSIGNMENT, METRICS = "data/index.csv", "data/split_assignment.csv", "metrics/split.json"
 

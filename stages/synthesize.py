@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ich.files import prepare_output_dir, write_json
-from ich.params import SynthesizeParams, load_params, section
-from ich.runner import run_stage
-from ich.synth import generate
+from ich.core.files import prepare_output_dir, write_json
+from ich.core.params import SynthesizeParams, load_params, section
+from ich.core.runner import run_stage
+from ich.data.synth import generate
 
 OUTPUT_DIR = "data/synthetic"
 METRICS = "metrics/synthesize.json"

@@ -6,17 +6,17 @@ import logging
 
 import pandas as pd
 
-from ich.data import label_matrix, load_table
-from ich.evaluation import tune_thresholds
-from ich.files import prepare_output_dir
-from ich.labels import LABELS
-from ich.model_card import model_card, save_model_folder
-from ich.params import ModelParams, PreprocessParams, TrainParams, load_params, section
-from ich.recipes import get_recipe
-from ich.resume import ResumeStore, resumed_live, stage_fingerprint
-from ich.runner import StageError, run_stage
-from ich.runtime import configure_runtime, output_root
-from ich.training import Trainer, plan_phases
+from ich.training.datasets import label_matrix, load_table
+from ich.evaluation.metrics import tune_thresholds
+from ich.core.files import prepare_output_dir
+from ich.core.labels import LABELS
+from ich.models.card import model_card, save_model_folder
+from ich.core.params import ModelParams, PreprocessParams, TrainParams, load_params, section
+from ich.models.recipes import get_recipe
+from ich.training.resume import ResumeStore, resumed_live, stage_fingerprint
+from ich.core.runner import StageError, run_stage
+from ich.training.runtime import configure_runtime, output_root
+from ich.training.trainer import Trainer, plan_phases
 
 PNG_DIR, AUGMENTED_DIR = "data/png", "data/augmented"
 TRAIN, AUGMENTED, VAL = "data/split/train.csv", "data/augmented.csv", "data/split/val.csv"

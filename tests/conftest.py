@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _default_tensorflow_state():
-    """Undo what :func:`ich.runtime.configure_runtime` sets process-wide (the mixed-precision policy and op
+    """Undo what :func:`ich.training.runtime.configure_runtime` sets process-wide (the mixed-precision policy and op
     determinism), so no test depends on the order the tests ran in."""
     yield
     if "keras" in sys.modules:

@@ -21,10 +21,10 @@ def main() -> None:
     import numpy as np
     from dvclive import Live
 
-    from ich.resume import ResumeStore
-    from ich.losses import WeightedBinaryCrossentropy
-    from ich.runtime import configure_runtime
-    from ich.training import fit_phases, plan_phases
+    from ich.training.resume import ResumeStore
+    from ich.models.losses import WeightedBinaryCrossentropy
+    from ich.training.runtime import configure_runtime
+    from ich.training.trainer import fit_phases, plan_phases
 
     runtime = configure_runtime(7, True, False, False, strategy_name)
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from ich.labels import RSNA_ROW_ORDER
+from ich.core.labels import RSNA_ROW_ORDER
 
 
 def ct_dicom_bytes(

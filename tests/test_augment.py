@@ -3,9 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.augment import build_pipeline, plan_copies, write_augmented
-from ich.params import AugmentParams
-from ich.labels import LABELS, is_valid_id
+from ich.data.augment import build_pipeline, plan_copies, write_augmented
+from ich.core.params import AugmentParams
+from ich.core.ids import is_valid_id
+from ich.core.labels import LABELS
 
 PARAMS = dict(
     seed=0, target_per_label=10, max_copies_per_image=3, hflip_p=0.5, vflip_p=0.5, rotate_limit=15, rotate_p=0.5,

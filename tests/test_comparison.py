@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ich.comparison import metrics_summary, paired_log_loss_change
+from ich.evaluation.comparison import metrics_summary, paired_log_loss_change
 
 
 def _wll(y, p):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.context import compose_context, neighbour_ids, neighbour_indices, series_order, series_runs
+from ich.data.context import compose_context, neighbour_ids, neighbour_indices, series_order, series_runs
 
 
 def test_slices_are_ordered_by_z_not_by_id_or_row_and_series_keep_their_first_appearance():

@@ -25,9 +25,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from ich.pseudonyms import PSEUDONYM_KEY_ENV
-from ich.preprocess import process_many
-from ich.windows import compose_rgb
+from ich.data.pseudonyms import PSEUDONYM_KEY_ENV
+from ich.data.preprocess import process_many
+from ich.imaging.windows import compose_rgb
 from tests.helpers import write_long_csv
 from tests.project import ROOT, copy_repository, dvc, run
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.data import load_table, make_dataset
+from ich.training.datasets import load_table, make_dataset
 
 
 def test_dataset_scales_to_unit_range_and_keeps_labels(tmp_path):

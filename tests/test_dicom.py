@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ich.dicom import UnusableSlice, needs_rsna_fix, read_ct_slice, to_hounsfield
+from ich.imaging.dicom import UnusableSlice, needs_rsna_fix, read_ct_slice, to_hounsfield
 from tests.helpers import ct_dicom_bytes
 
 

@@ -1,4 +1,4 @@
-"""ich.dicom_native against pydicom: every file either takes the fast path with pydicom's values, or goes to
+"""ich.imaging.dicom_native against pydicom: every file either takes the fast path with pydicom's values, or goes to
 pydicom (which gives the reasons)."""
 
 import io
@@ -13,11 +13,11 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pydicom.uid import ImplicitVRLittleEndian
 
-import ich.dicom
-from ich.dicom import MAX_SIDE, UnusableSlice, read_ct_slice
-from ich.dicom_native import read_native_slice
-from ich.params import SynthesizeParams
-from ich.synth import generate
+import ich.imaging.dicom
+from ich.imaging.dicom import MAX_SIDE, UnusableSlice, read_ct_slice
+from ich.imaging.dicom_native import read_native_slice
+from ich.core.params import SynthesizeParams
+from ich.data.synth import generate
 from tests.helpers import ct_dicom_bytes
 from tests.test_fuzz import damaged_variants
 
@@ -42,7 +42,7 @@ def _compare(files: dict[str, bytes], monkeypatch) -> int:
     fast = {name: _outcome(data) for name, data in files.items()}
     taken = sum(read_native_slice(data, MAX_SIDE) is not None for data in files.values())
     with monkeypatch.context() as patch:
-        patch.setattr(ich.dicom, "read_native_slice", lambda data, max_side: None)
+        patch.setattr(ich.imaging.dicom, "read_native_slice", lambda data, max_side: None)
         slow = {name: _outcome(data) for name, data in files.items()}
     for name in files:
         assert fast[name] == slow[name], name

@@ -4,8 +4,8 @@ import pytest
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import log_loss
 
-from ich.evaluation import combine_cascade, evaluate_predictions, label_metrics, tune_thresholds, weighted_log_loss
-from ich.labels import LABELS
+from ich.evaluation.metrics import combine_cascade, evaluate_predictions, label_metrics, tune_thresholds, weighted_log_loss
+from ich.core.labels import LABELS
 
 
 def test_product_combination():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ich.evaluation import evaluate_predictions, mean_subtype_auc, series_predictions
-from ich.labels import LABELS, SUBTYPES
+from ich.evaluation.metrics import evaluate_predictions, mean_subtype_auc, series_predictions
+from ich.core.labels import LABELS, SUBTYPES
 
 ANY, SUBDURAL = 0, 5
 # Three series over two patients, slices listed out of order. Per slice: (series, patient, any truth,

@@ -1,6 +1,6 @@
-"""Grad-CAM (ich.explain), the synthesizer's lesion masks (ich.synth) and the pointing game's scoring.
+"""Grad-CAM (ich.inference.explain), the synthesizer's lesion masks (ich.data.synth) and the pointing game's scoring.
 
-Expected maps are computed here without ich.explain: analytically (global average pooling then a dense head
+Expected maps are computed here without ich.inference.explain: analytically (global average pooling then a dense head
 makes ``alpha_k = W[k, unit] / (h * w)``) or with a GradientTape over a forward pass written out by hand.
 """
 
@@ -15,14 +15,15 @@ import pytest
 import tensorflow as tf
 
 from benchmarks.pointing_game import chance_of_hit, dilate, energy_inside, is_hit, pointing_location
-from ich.dicom import CtSlice, read_ct_slice, to_hounsfield
-from ich.explain import gradcam, gradcam_network, overlay
-from ich.inference import LoadedModel
-from ich.labels import LABELS, SUBTYPES, parse_long_csv
-from ich.params import ModelParams, SynthesizeParams, section
-from ich.recipes import CamTarget, RecipeError, get_recipe
-from ich.rendering import render_rgb
-from ich.synth import generate, lesion_masks, mask_to_image
+from ich.imaging.dicom import CtSlice, read_ct_slice, to_hounsfield
+from ich.inference.explain import gradcam, gradcam_network, overlay
+from ich.inference.loading import LoadedModel
+from ich.core.labels import LABELS, SUBTYPES
+from ich.data.labels_csv import parse_long_csv
+from ich.core.params import ModelParams, SynthesizeParams, section
+from ich.models.recipes import CamTarget, RecipeError, get_recipe
+from ich.imaging.rendering import render_rgb
+from ich.data.synth import generate, lesion_masks, mask_to_image
 
 SIZE = 32
 MODEL = {
@@ -353,7 +354,7 @@ def test_energy_is_the_share_of_heat_in_the_brain_near_the_lesion():
 
 
 def test_the_default_level_reads_the_last_map_at_least_eight_pixels_wide():
-    from ich.explain import auto_level
+    from ich.inference.explain import auto_level
 
     # stride 32: 256 px -> 8 x 8 (the last block), 128 px -> 4 x 4 (one block earlier, 8 x 8), 64 px -> 2 x 2 (two)
     assert [auto_level(size) for size in (512, 256, 128, 64)] == [0, 0, 1, 2]

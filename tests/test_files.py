@@ -3,8 +3,9 @@ import os
 
 import pytest
 
-from ich import files
-from ich.files import atomic_write_bytes, image_path, link_or_copy_many, prepare_output_dir, write_file
+from ich.core import files
+from ich.core.files import atomic_write_bytes, link_or_copy_many, prepare_output_dir, write_file
+from ich.core.ids import image_path
 
 
 def test_image_path_only_accepts_valid_ids(tmp_path):

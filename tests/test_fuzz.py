@@ -29,7 +29,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from ich.preprocess import process_many
+from ich.data.preprocess import process_many
 from tests.helpers import ct_dicom_bytes, write_long_csv
 from tests.project import copy_repository, dvc
 

@@ -7,8 +7,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-import ich.index
-from ich.index import INDEX_COLUMNS, HeaderResult, index_headers, read_header
+import ich.data.index
+from ich.data.index import INDEX_COLUMNS, HeaderResult, index_headers, read_header
 
 MISSING = "file missing: no <ID>.dcm in data.dicom_dir"
 NOT_DICOM = "not a DICOM file (no 'DICM' prefix and no DICOM header found)"
@@ -147,7 +147,7 @@ def test_a_parser_exception_is_a_reason_but_an_interrupt_is_not(tmp_path, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("bad element\n at 0x88")
 
-    monkeypatch.setattr(ich.index.pydicom, "dcmread", broken)
+    monkeypatch.setattr(ich.data.index.pydicom, "dcmread", broken)
     assert read_header("ID_b1", tmp_path) == HeaderResult(
         "ID_b1", None, "unreadable DICOM header: bad element at 0x88"
     )
@@ -155,13 +155,13 @@ def test_a_parser_exception_is_a_reason_but_an_interrupt_is_not(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ich.index.pydicom, "dcmread", interrupted)
+    monkeypatch.setattr(ich.data.index.pydicom, "dcmread", interrupted)
     with pytest.raises(KeyboardInterrupt):
         read_header("ID_b1", tmp_path)
 
 
 def test_same_results_in_order_with_one_and_two_workers(tmp_path, monkeypatch):
-    monkeypatch.setattr(ich.index, "_CHUNK_SIZE", 3)  # many small chunks in flight, returned out of turn
+    monkeypatch.setattr(ich.data.index, "_CHUNK_SIZE", 3)  # many small chunks in flight, returned out of turn
     ids = []
     for index in range(40):
         image_id = f"ID_{index:04x}"
@@ -184,7 +184,7 @@ def test_same_results_in_order_with_one_and_two_workers(tmp_path, monkeypatch):
 
 
 def test_ids_are_read_as_the_scan_goes(tmp_path, monkeypatch):
-    monkeypatch.setattr(ich.index, "_CHUNK_SIZE", 4)
+    monkeypatch.setattr(ich.data.index, "_CHUNK_SIZE", 4)
     taken = []
 
     def ids():
@@ -207,7 +207,7 @@ def test_negative_workers_is_an_error(tmp_path):
 def _labels(*ids):
     import pandas as pd
 
-    from ich.labels import LABELS
+    from ich.core.labels import LABELS
 
     return pd.DataFrame([{"ID": image_id, **{label: int(label in ("any", "subdural") and n == 0) for label in LABELS}}
                          for n, image_id in enumerate(ids)])
@@ -216,8 +216,8 @@ def _labels(*ids):
 def test_build_index_joins_labels_and_headers_and_quarantines_the_rest(tmp_path):
     import pandas as pd
 
-    from ich.index import TABLE_COLUMNS, build_index, read_index
-    from ich.labels import LABELS
+    from ich.data.index import TABLE_COLUMNS, build_index, read_index
+    from ich.core.labels import LABELS
 
     header = {"ID": "ID_0a", "PatientID": "007", "StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.2.3",
               "position_z": -12.5, "rows": 512, "columns": 512}
@@ -240,7 +240,7 @@ def test_build_index_joins_labels_and_headers_and_quarantines_the_rest(tmp_path)
 def test_build_index_pseudonymizes_patient_and_uids_with_the_key():
     import hashlib
 
-    from ich.index import build_index
+    from ich.data.index import build_index
 
     key = b"k" * 32
     header = {"ID": "ID_0a", "PatientID": "ID_p1", "StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.2.3",

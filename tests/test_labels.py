@@ -1,7 +1,10 @@
 import pandas as pd
 import pytest
 
-from ich.labels import LABELS, LabelsCsvError, is_valid_id, parse_long_csv, sample_balanced, validate_id
+from ich.core.ids import is_valid_id, validate_id
+from ich.core.labels import LABELS
+from ich.data.labels_csv import LabelsCsvError, parse_long_csv
+from ich.data.sample import sample_balanced
 from tests.helpers import write_long_csv
 
 
@@ -143,7 +146,7 @@ _REASON_LABEL = (
 @pytest.mark.parametrize("chunk_rows", [None, 5])
 def test_parse_every_kind_of_problem_exactly(tmp_path, monkeypatch, chunk_rows):
     if chunk_rows is not None:  # also decode in many small chunks, one of them holding a non-ASCII ID
-        monkeypatch.setattr("ich.labels._CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr("ich.core.labels._CHUNK_ROWS", chunk_rows)
     long_id = "ID_0a" + "0" * 16  # more hex digits than the bulk path keys
     lines = [
         "ID,Label",

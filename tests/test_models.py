@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from ich.models import (
+from ich.models.networks import (
     BACKBONES,
     AttentionFusion,
     build_backbone,

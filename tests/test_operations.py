@@ -84,7 +84,7 @@ def test_killed_training_resumes_from_its_last_finished_epoch(resumed_project):
 
 
 def test_the_finished_run_recorded_the_fingerprint_of_its_stage_inputs(resumed_project, tmp_path):
-    from ich.resume import ResumeStore, stage_fingerprint
+    from ich.training.resume import ResumeStore, stage_fingerprint
 
     project, _, _ = resumed_project
     state = _state(project)

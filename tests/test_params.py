@@ -1,6 +1,6 @@
 import pytest
 
-from ich.params import (
+from ich.core.params import (
     AugmentParams,
     DataParams,
     EvaluateParams,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ich.labels import LABELS
+from ich.core.labels import LABELS
 
 from tests.project import DATA_STAGES, ROOT, copy_repository, dvc, lock_hashes, run
 
@@ -128,7 +128,7 @@ def full_project(tmp_path_factory):
 def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_project):
     from sklearn.metrics import roc_auc_score
 
-    from ich.evaluation import tune_thresholds, weighted_log_loss
+    from ich.evaluation.metrics import tune_thresholds, weighted_log_loss
 
     metrics = json.loads((full_project / "metrics/evaluate.json").read_text())
     predictions = pd.read_csv(full_project / "data/predictions/test.csv")
@@ -236,7 +236,7 @@ def test_committed_lock_data_stage_hashes_reproduce_on_this_machine(tmp_path):
 
 
 def _module_file(module: str) -> str | None:
-    """The repository path of an ``ich`` module or package (``ich.recipes`` -> ``ich/recipes/__init__.py``)."""
+    """The repository path of an ``ich`` module or package (``ich.models.recipes`` -> ``ich/models/recipes/__init__.py``)."""
     path = module.replace(".", "/")
     if (ROOT / path).is_dir():
         return f"{path}/__init__.py"
@@ -245,7 +245,7 @@ def _module_file(module: str) -> str | None:
 
 def _ich_imports(path, everywhere: bool) -> set[str]:
     """The ``ich`` modules a source file imports (at module level, or ``everywhere``), as repository paths:
-    ``from ich.recipes import cascade`` is the package and its submodule."""
+    ``from ich.models.recipes import cascade`` is the package and its submodule."""
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree) if everywhere else tree.body:
@@ -265,7 +265,7 @@ def test_every_stage_depends_on_its_script_and_every_library_module_it_imports()
     for name, stage in stages.items():
         script = stage["cmd"].split("-m ")[1].split()[0].replace(".", "/") + ".py"
         needed, pending = {script}, [script]
-        while pending:  # and ich's own module-level imports (ich.params imports a stage's validators lazily)
+        while pending:  # and ich's own module-level imports (ich.core.params imports a stage's validators lazily)
             path = pending.pop()
             for module in _ich_imports(ROOT / path, everywhere=path == script) - needed:
                 needed.add(module)
@@ -275,7 +275,7 @@ def test_every_stage_depends_on_its_script_and_every_library_module_it_imports()
 
 
 def test_a_windowing_code_change_invalidates_preprocess_and_not_before(data_project):
-    windows = data_project / "ich/windows.py"
+    windows = data_project / "ich/imaging/windows.py"
     original = windows.read_text()
     try:
         windows.write_text(original + "\n# changed\n")

@@ -1,4 +1,4 @@
-"""ich.png against two independent decoders (OpenCV's libpng and Pillow's)."""
+"""ich.imaging.png against two independent decoders (OpenCV's libpng and Pillow's)."""
 
 import io
 import zlib
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ich.png import encode_png
+from ich.imaging.png import encode_png
 
 
 def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:

@@ -22,17 +22,17 @@ import tensorflow as tf
 from sklearn.metrics import log_loss, roc_auc_score
 
 from harness.project import ROOT
-from ich.cli_main import main as ich_main
-from ich.inference import load_models
-from ich.labels import LABELS
-from ich.model_card import model_card, save_model_folder
-from ich.params import ModelParams, SynthesizeParams, section
-from ich.predict import build_parser, image_id_for, is_dicom_uid, plan_chunks, run_predict, series_table
-from ich.predict_report import Explainer, explanation_name
-from ich.preprocess import process_many
-from ich.recipes import get_recipe
-from ich.synth import generate
-from ich.windows import DEFAULT_WINDOWS
+from ich.cli import main as ich_main
+from ich.inference.loading import load_models
+from ich.core.labels import LABELS
+from ich.models.card import model_card, save_model_folder
+from ich.core.params import ModelParams, SynthesizeParams, section
+from ich.inference.predict import build_parser, image_id_for, is_dicom_uid, plan_chunks, run_predict, series_table
+from ich.reports.predict_page import Explainer, explanation_name
+from ich.data.preprocess import process_many
+from ich.models.recipes import get_recipe
+from ich.data.synth import generate
+from ich.imaging.windows import DEFAULT_WINDOWS
 
 SIZE = 32
 MODEL = {
@@ -319,7 +319,7 @@ def test_explanations_are_capped_per_series_and_drawn_for_flagged_slices_only(tm
 
 # ------------------------------------------------------------------------------------------ errors
 def _command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ich.predict", *args, "--no-progress"], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "ich.inference.predict", *args, "--no-progress"], cwd=cwd, capture_output=True, text=True)
 
 
 def test_clear_one_line_errors(tmp_path, model_dir, synthetic):
@@ -423,7 +423,7 @@ def test_report_opens_in_headless_chromium(acceptance, tmp_path):
 
 # ------------------------------------------------------------------------------------------ Grad-CAM
 def test_grad_cam_overlays_are_those_of_ich_explain_for_the_flagged_slice_and_label(tmp_path, synthetic, model_dir, loaded):
-    from ich.explain import gradcam, overlay
+    from ich.inference.explain import gradcam, overlay
 
     summary = _run(synthetic / "stage_2_train", tmp_path / "out", model_dir, "--explain-slices", "1", "--workers", "1",
                    "--threshold", "0")
@@ -448,7 +448,7 @@ def test_grad_cam_overlays_are_those_of_ich_explain_for_the_flagged_slice_and_la
 def sequence_model_dir(tmp_path_factory, model_dir, loaded) -> Path:
     """The tiny CNN in ``cnn/`` and a sequence model (seeded random weights, so it changes the CNN's
     probabilities) in ``sequence/``, as the sequence stage writes a model folder."""
-    from ich.sequence import build_sequence_model
+    from ich.models.sequence import build_sequence_model
 
     root = tmp_path_factory.mktemp("sequence") / "models"
     shutil.copytree(model_dir, root / "cnn")

@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from ich.pseudonyms import MIN_KEY_LENGTH, PSEUDONYM_KEY_ENV, PseudonymKeyError, pseudonym, pseudonym_key
+from ich.data.pseudonyms import MIN_KEY_LENGTH, PSEUDONYM_KEY_ENV, PseudonymKeyError, pseudonym, pseudonym_key
 
 
 def test_pseudonym_is_keyed_hmac_sha256():

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ich.inference import load_models
-from ich.labels import LABELS
-from ich.model_card import model_card, save_model_folder
-from ich.params import ModelParams, ParamsError, section
-from ich.recipes import Recipe, RecipeError, get_recipe, recipe_names, register
-from ich.recipes import base as registry
+from ich.inference.loading import load_models
+from ich.core.labels import LABELS
+from ich.models.card import model_card, save_model_folder
+from ich.core.params import ModelParams, ParamsError, section
+from ich.models.recipes import Recipe, RecipeError, get_recipe, recipe_names, register
+from ich.models.recipes import base as registry
 
 SHAPE = (32, 32, 3)
 MODEL = {
@@ -90,7 +90,7 @@ def test_a_card_naming_a_file_outside_its_folder_is_refused(tmp_path):
 
 
 def test_inference_loads_without_the_training_code():
-    code = "import sys, ich.inference; print(sorted(m for m in sys.modules if m in ('ich.training', 'ich.resume', 'ich.losses')))"
+    code = "import sys, ich.inference.loading; print(sorted(m for m in sys.modules if m in ('ich.training.trainer', 'ich.training.resume', 'ich.models.losses')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

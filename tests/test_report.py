@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from sklearn.calibration import calibration_curve
 
-from ich.labels import LABELS
-from ich.report import (
+from ich.core.labels import LABELS
+from ich.reports.evaluation_page import (
     calibration_bins,
     calibration_spec,
     precision_recall_spec,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ich.resume import ResumeStore, stage_fingerprint
+from ich.training.resume import ResumeStore, stage_fingerprint
 
 DVC_YAML = {
     "stages": {

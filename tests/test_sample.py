@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ich.labels import LABELS
-from ich.sample import sample_series, select_images
+from ich.core.labels import LABELS
+from ich.data.sample import sample_series, select_images
 
 
 def _series(name: str, patient: str, split: str, labels_per_slice: list[set[str]]) -> list[dict]:

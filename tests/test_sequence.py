@@ -11,17 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.augment import write_augmented
-from ich.context import series_order, series_runs
-from ich.data import make_dataset
-from ich.evaluation import weighted_log_loss
-from ich.features import FeatureStore, predict_frame, series_chunks
-from ich.inference import load_models
-from ich.labels import LABELS
-from ich.model_card import folder_card, model_card, save_model_folder
-from ich.params import ModelParams, SequenceParams, section
-from ich.recipes import get_recipe
-from ich.sequence import (
+from ich.data.augment import write_augmented
+from ich.data.context import series_order, series_runs
+from ich.training.datasets import make_dataset
+from ich.evaluation.metrics import weighted_log_loss
+from ich.inference.features import FeatureStore, predict_frame, series_chunks
+from ich.inference.loading import load_models
+from ich.core.labels import LABELS
+from ich.models.card import folder_card, model_card, save_model_folder
+from ich.core.params import ModelParams, SequenceParams, section
+from ich.models.recipes import get_recipe
+from ich.models.sequence import (
     SeriesBatches,
     SeriesSet,
     build_sequence_model,

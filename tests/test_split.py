@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.labels import LABELS, SUBTYPES
-from ich.split import grouped_stratified_split
+from ich.core.labels import LABELS, SUBTYPES
+from ich.data.split import grouped_stratified_split
 
 
 def _frame(seed=0, patients=120):
@@ -69,7 +69,7 @@ def _index():
 
 
 def test_assignment_keeps_patients_whole_and_caps_held_out_series():
-    from ich.split import UNUSED, assign_splits, patient_groups
+    from ich.data.split import UNUSED, assign_splits, patient_groups
 
     index = _index()
     split = assign_splits(index, (0.6, 0.2, 0.2), seed=1)

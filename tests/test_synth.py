@@ -3,10 +3,11 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from ich.dicom import read_ct_slice, to_hounsfield
-from ich.labels import RSNA_ROW_ORDER, SUBTYPES, parse_long_csv
-from ich.params import SynthesizeParams
-from ich.synth import generate
+from ich.imaging.dicom import read_ct_slice, to_hounsfield
+from ich.core.labels import RSNA_ROW_ORDER, SUBTYPES
+from ich.data.labels_csv import parse_long_csv
+from ich.core.params import SynthesizeParams
+from ich.data.synth import generate
 
 TINY = dict(patients=6, slices_per_series=8, image_size=64, duplicate_rows=4, hemorrhage_fraction=0.9)
 
@@ -56,7 +57,7 @@ def test_rsna_layout_labels_and_quirks(tmp_path):
 
 
 def test_hemorrhage_is_acute_blood_density(tmp_path):
-    from ich.synth import Lesion, render_slice
+    from ich.data.synth import Lesion, render_slice
 
     rng = np.random.default_rng(0)
     texture = np.zeros((64, 64), dtype=np.float32)

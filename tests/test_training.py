@@ -8,10 +8,10 @@ from sklearn.metrics import roc_auc_score
 import keras
 from dvclive import Live
 
-from ich.data import make_dataset
-from ich.losses import LabelAUC, WeightedBinaryCrossentropy, positive_weights
-from ich.models import BACKBONES, build_single
-from ich.training import AtomicModelCheckpoint, fit_phases, plan_phases
+from ich.training.datasets import make_dataset
+from ich.models.losses import LabelAUC, WeightedBinaryCrossentropy, positive_weights
+from ich.models.networks import BACKBONES, build_single
+from ich.training.trainer import AtomicModelCheckpoint, fit_phases, plan_phases
 
 
 def test_weighted_bce_by_hand_and_plain_when_weights_are_one():
@@ -63,7 +63,7 @@ def _tiny_dataset(tmp_path, count=16):
 def _tiny_backbone_model(augment=False, dropout=0.0):
     """A model shaped like ours (online augmentation, a backbone sub-model found by name, dropout, a head),
     small enough to trace fast."""
-    from ich.models import _online_augmentation
+    from ich.models.networks import _online_augmentation
 
     layers = keras.layers
     backbone = keras.Sequential(
@@ -102,7 +102,7 @@ def test_fit_phases_logs_every_epoch_of_every_phase_to_dvclive(tmp_path, tiny_da
 
 
 def test_a_frozen_phase_trains_the_head_only_and_keeps_batchnorm_statistics(tiny_data):
-    from ich.training import Phase
+    from ich.training.trainer import Phase
 
     data = make_dataset(*tiny_data, 32, 8, shuffle=True, seed=0)
     keras.utils.set_random_seed(0)
@@ -150,7 +150,7 @@ def test_best_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_same_seed_same_predictions(tiny_data):
     """Op determinism on CPU through the pipeline's own training loop: shuffled input, online flips and shifts,
     dropout, BatchNormalization, Adam with a cosine schedule. Same seed: identical predictions; another seed: not."""
-    from ich.runtime import configure_runtime
+    from ich.training.runtime import configure_runtime
 
     results = []
     for run, seed in enumerate((3, 3, 4)):
@@ -166,7 +166,7 @@ def test_same_seed_same_predictions(tiny_data):
 
 
 def test_runtime_settings_do_not_outlive_a_test_part_one():
-    from ich.runtime import configure_runtime
+    from ich.training.runtime import configure_runtime
 
     configure_runtime(seed=0, deterministic=True, mixed_precision=True, jit_compile=False, strategy="default")
     assert keras.mixed_precision.global_policy().name == "mixed_float16"

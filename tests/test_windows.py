@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ich.windows import BLOOD, BONE, BRAIN, Window, apply_window, compose_rgb, window_lut, windows_from_params
+from ich.imaging.windows import BLOOD, BONE, BRAIN, Window, apply_window, compose_rgb, window_lut, windows_from_params
 
 
 def test_brain_window_hand_computed_pixels():

@@ -1,0 +1,1 @@
+"""Metrics at natural prevalence, patient-bootstrap intervals and paired comparisons between models."""

@@ -1,0 +1,283 @@
+"""DICOM reading for CT slices: stored pixels, Hounsfield units with the RSNA fix, safe header metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+    UID,
+)
+
+from ich.imaging.dicom_native import read_native_slice
+
+__all__ = [
+    "UnusableSlice",
+    "CtSlice",
+    "RSNA_PIXEL_FIX_MODES",
+    "MAX_SIDE",
+    "needs_rsna_fix",
+    "apply_rsna_fix",
+    "to_hounsfield",
+    "read_ct_slice",
+    "METADATA_COLUMNS",
+    "values_unchecked",
+]
+
+#: Header fields kept of every slice (``data/index.csv``). Identifying tags (names, dates, institution) never are.
+METADATA_COLUMNS: tuple[str, ...] = (
+    "ID",
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "position_z",
+    "rows",
+    "columns",
+)
+
+#: Values of ``preprocess.rsna_pixel_fix``: ``auto`` applies :func:`apply_rsna_fix` where
+#: :func:`needs_rsna_fix` says so, ``off`` never rewrites stored values.
+RSNA_PIXEL_FIX_MODES: tuple[str, ...] = ("auto", "off")
+#: Largest accepted Rows or Columns. CT slices are 512 (rarely 1024) pixels a side; a bigger value is a
+#: damaged header, and padding such an image to a square could take gigabytes.
+MAX_SIDE = 4096
+
+_NATIVE_SYNTAXES = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+_CT_SOP_CLASSES = {CTImageStorage, EnhancedCTImageStorage, UID("1.2.840.10008.5.1.4.1.1.2.2")}  # + legacy enhanced
+
+
+class UnusableSlice(Exception):
+    """A file that cannot become a training image; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class CtSlice:
+    """One CT slice as stored: ``pixels`` are the raw stored values ``(rows, columns)``, an integer array
+    (uint16/int16 as the file stores them, read-only; int32 after the RSNA fix or from a decoder), and
+    ``slope``/``intercept`` map them to HU (already corrected by the RSNA fix where it applies)."""
+
+    pixels: np.ndarray
+    slope: float
+    intercept: float
+    metadata: dict[str, object]
+
+
+def needs_rsna_fix(bits_stored: int, pixel_representation: int, intercept: float) -> bool:
+    """True for the RSNA slices whose 12-bit unsigned values wrapped around (public-kernel rule)."""
+    return bits_stored == 12 and pixel_representation == 0 and intercept > -100
+
+
+def apply_rsna_fix(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Undo the 12-bit wrap: ``x = pixels + 1000; x[x >= 4096] -= 4096``; the intercept becomes -1000.
+
+    Returns:
+        ``(fixed pixels as int32, new intercept)``.
+    """
+    fixed = pixels.astype(np.int32) + 1000
+    fixed[fixed >= 4096] -= 4096
+    return fixed, -1000.0
+
+
+def to_hounsfield(pixels: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """Modality LUT of CT: ``HU = pixels * RescaleSlope + RescaleIntercept`` (float32)."""
+    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _first_number(value: object, default: float) -> float:
+    """A DS/IS value that may be missing or multi-valued (RSNA has both) as one float."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if len(value) == 0:
+            return default
+        value = value[0]
+    return float(value)  # type: ignore[arg-type]
+
+
+def _stored_pixels(dataset: Dataset) -> np.ndarray:
+    """Stored pixel values as a 2-D integer array (see :class:`CtSlice`); raises :class:`UnusableSlice` with the reason."""
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    if rows <= 0 or columns <= 0:
+        raise UnusableSlice("no image size (Rows/Columns missing or zero)")
+    if max(rows, columns) > MAX_SIDE:
+        raise UnusableSlice(f"implausible image size {rows}x{columns} (a CT slice has at most {MAX_SIDE} a side)")
+    bits_allocated = int(dataset.get("BitsAllocated", 0) or 0)
+    bits_stored = int(dataset.get("BitsStored", bits_allocated) or bits_allocated)
+    representation = int(dataset.get("PixelRepresentation", 0) or 0)
+    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    if (
+        syntax in _NATIVE_SYNTAXES
+        and bits_allocated == 16
+        and (representation == 0 or bits_stored == 16)
+    ):
+        # Fast path for plain little-endian 16-bit data (all of RSNA): no copy, no decoder.
+        data = dataset.PixelData
+        expected = rows * columns * 2
+        if len(data) < expected:
+            raise UnusableSlice(
+                f"pixel data truncated ({len(data)} bytes, {rows}x{columns} 16-bit needs {expected})"
+            )
+        # A read-only view of the file's bytes, in the file's 16-bit type (no copy, no widening).
+        return np.frombuffer(data, dtype="<i2" if representation else "<u2", count=rows * columns).reshape(rows, columns)
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # decoders raise many types; each becomes a quarantine reason
+        name = getattr(syntax, "name", str(syntax))
+        raise UnusableSlice(f"pixel data could not be decoded ({name}): {_short(error)}") from error
+    if pixels.ndim != 2:
+        raise UnusableSlice(f"pixel array has shape {pixels.shape}, expected one 2-D slice")
+    return pixels.astype(np.int32)
+
+
+def _short(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str = "auto") -> CtSlice:
+    """Parse one DICOM file's bytes into a :class:`CtSlice`.
+
+    Args:
+        data: the file's bytes.
+        image_id: the RSNA ID, kept in the metadata.
+        rsna_pixel_fix: ``"auto"`` undoes RSNA's 12-bit wrap where :func:`needs_rsna_fix` holds;
+            ``"off"`` keeps the stored values and intercept as they are.
+
+    Raises:
+        UnusableSlice: with a specific reason (not DICOM, not CT, colour, multi-frame, no pixels,
+            truncated or undecodable pixel data, blank image).
+    """
+    with values_unchecked():
+        return _read_ct_slice(data, image_id, rsna_pixel_fix)
+
+
+@contextlib.contextmanager
+def values_unchecked() -> Iterator[None]:
+    """pydicom's checks of value formats off while reading: they only warn (RSNA keeps its IDs in UID
+    elements, "ID_...", which fail them on every file) and cost ~10-15 % of a slice's parsing time. The
+    values read are the same; what we need of them is checked where it is used."""
+    settings = pydicom.config.settings
+    mode = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode = mode
+
+
+def _parse(data: bytes) -> Dataset:
+    """Parse a file, accepting the raw datasets some exporters write without preamble and file meta."""
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=False)
+    except InvalidDicomError as error:
+        # No 'DICM' prefix: a bare dataset (old ACR-NEMA style exports) or not DICOM at all. Force-read
+        # it, and believe it only if it has the attributes every image object carries.
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+            if "SOPClassUID" in dataset or "Modality" in dataset:
+                _set_transfer_syntax(dataset)
+                return dataset
+        except Exception:  # a random byte stream can raise anything from the parser
+            pass
+        raise UnusableSlice("not a DICOM file (no 'DICM' prefix and no DICOM header found)") from error
+    except Exception as error:  # a damaged header can raise anything from the parser
+        raise UnusableSlice(f"unreadable DICOM header: {_short(error)}") from error
+
+
+def _set_transfer_syntax(dataset: Dataset) -> None:
+    """Give a dataset read without file meta the (uncompressed) transfer syntax its parser detected."""
+    if dataset.file_meta.get("TransferSyntaxUID") is not None:
+        return
+    implicit, little = dataset.original_encoding
+    if implicit is None:
+        return
+    dataset.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
+def _check_is_ct(dataset: Dataset) -> None:
+    """Accept CT by Modality, or by SOP Class where Modality is absent; explain anything else."""
+    media_class = dataset.file_meta.get("MediaStorageSOPClassUID") if hasattr(dataset, "file_meta") else None
+    if media_class == MediaStorageDirectoryStorage or "DirectoryRecordSequence" in dataset:
+        raise UnusableSlice("DICOMDIR (an index of a DICOM media folder, not an image)")
+    modality = str(dataset.get("Modality", "") or "").strip()
+    sop_class = str(dataset.get("SOPClassUID") or media_class or "").strip()
+    if modality:
+        if modality != "CT":
+            raise UnusableSlice(f"not a CT image (Modality={modality})")
+        return
+    if not sop_class:
+        raise UnusableSlice("not a CT image (neither Modality nor SOP Class UID present)")
+    if UID(sop_class) not in _CT_SOP_CLASSES:
+        name = UID(sop_class).name or sop_class
+        raise UnusableSlice(f"not a CT image (no Modality; SOP Class is {name})")
+
+
+def _read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str) -> CtSlice:
+    if rsna_pixel_fix not in RSNA_PIXEL_FIX_MODES:
+        raise ValueError(
+            f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}"
+        )
+    native = read_native_slice(data, MAX_SIDE)  # the plain case without pydicom (ich.imaging.dicom_native)
+    if native is not None:
+        pixels, intercept = native.pixels, native.intercept
+        if rsna_pixel_fix == "auto" and needs_rsna_fix(native.bits_stored, native.representation, intercept):
+            pixels, intercept = apply_rsna_fix(pixels)
+        if pixels.min() != pixels.max():  # a blank slice: pydicom's path below gives the reason
+            metadata = {"ID": image_id, **native.metadata}
+            return CtSlice(pixels=pixels, slope=native.slope, intercept=intercept, metadata=metadata)
+    dataset = _parse(data)
+    _check_is_ct(dataset)
+    if "PixelData" not in dataset:
+        raise UnusableSlice("no pixel data")
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise UnusableSlice(
+            f"colour image (SamplesPerPixel={samples}, {dataset.get('PhotometricInterpretation', '?')})"
+        )
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise UnusableSlice(f"multi-frame image (NumberOfFrames={frames}); expected one slice per file")
+    try:
+        slope = _first_number(dataset.get("RescaleSlope"), 1.0)
+        intercept = _first_number(dataset.get("RescaleIntercept"), 0.0)
+    except (TypeError, ValueError) as error:
+        raise UnusableSlice(f"invalid RescaleSlope/RescaleIntercept: {_short(error)}") from error
+    if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
+        raise UnusableSlice(f"invalid rescale (slope={slope}, intercept={intercept})")
+    pixels = _stored_pixels(dataset)
+    bits_stored = int(dataset.get("BitsStored", 16) or 16)
+    representation = int(dataset.get("PixelRepresentation", 0) or 0)
+    if rsna_pixel_fix == "auto" and needs_rsna_fix(bits_stored, representation, intercept):
+        pixels, intercept = apply_rsna_fix(pixels)
+    if pixels.min() == pixels.max():
+        raise UnusableSlice("blank image (all pixels have the same value)")
+    position = dataset.get("ImagePositionPatient")
+    try:
+        position_z = float(position[2]) if position is not None and len(position) == 3 else math.nan
+    except (TypeError, ValueError):
+        position_z = math.nan
+    metadata = {
+        "ID": image_id,
+        "PatientID": str(dataset.get("PatientID", "") or ""),
+        "StudyInstanceUID": str(dataset.get("StudyInstanceUID", "") or ""),
+        "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "") or ""),
+        "position_z": position_z,
+        "rows": int(pixels.shape[0]),
+        "columns": int(pixels.shape[1]),
+    }
+    return CtSlice(pixels=pixels, slope=slope, intercept=intercept, metadata=metadata)
