@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ich.core.files import link_or_copy_many, prepare_output_dir, write_json
+from ich.core.files import prepare_output_dir, write_json
+from ich.data.copy import link_or_copy_many
 from ich.core.params import CopyParams, DataParams, load_params, section
 from ich.core.runner import StageError, run_stage
 

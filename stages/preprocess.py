@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ich.core.files import prepare_output_dir, write_csv, write_json
-from ich.data.index import read_index
+from ich.data.tables import read_index
 from ich.core.params import PreprocessParams, load_params, section
 from ich.data.preprocess import collect_outcome, process_many
 from ich.core.quarantine import quarantine_failure

@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 
 from ich.core.files import write_csv, write_json
-from ich.data.index import read_index
+from ich.data.tables import read_index
 from ich.core.labels import LABELS
 from ich.core.params import SampleParams, load_params, section
 from ich.core.runner import StageError, run_stage

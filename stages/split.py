@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ich.core.files import write_csv, write_json
-from ich.data.index import read_index
+from ich.data.tables import read_index
 from ich.core.params import SplitParams, load_params, section
 from ich.core.runner import StageError, run_stage
 from ich.data.split import assign_splits, split_summary

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from ich.core import files
-from ich.core.files import atomic_write_bytes, link_or_copy_many, prepare_output_dir, write_file
+from ich.core.files import atomic_write_bytes, prepare_output_dir, write_file
+from ich.data.copy import link_or_copy_many
 from ich.core.ids import image_path
 
 

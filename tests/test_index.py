@@ -8,7 +8,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 import ich.data.index
-from ich.data.index import INDEX_COLUMNS, HeaderResult, index_headers, read_header
+import ich.imaging.header
+from ich.data.index import HeaderResult, index_headers, read_header
+from ich.data.tables import INDEX_COLUMNS
 
 MISSING = "file missing: no <ID>.dcm in data.dicom_dir"
 NOT_DICOM = "not a DICOM file (no 'DICM' prefix and no DICOM header found)"
@@ -147,7 +149,7 @@ def test_a_parser_exception_is_a_reason_but_an_interrupt_is_not(tmp_path, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("bad element\n at 0x88")
 
-    monkeypatch.setattr(ich.data.index.pydicom, "dcmread", broken)
+    monkeypatch.setattr(ich.imaging.header.pydicom, "dcmread", broken)
     assert read_header("ID_b1", tmp_path) == HeaderResult(
         "ID_b1", None, "unreadable DICOM header: bad element at 0x88"
     )
@@ -155,7 +157,7 @@ def test_a_parser_exception_is_a_reason_but_an_interrupt_is_not(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ich.data.index.pydicom, "dcmread", interrupted)
+    monkeypatch.setattr(ich.imaging.header.pydicom, "dcmread", interrupted)
     with pytest.raises(KeyboardInterrupt):
         read_header("ID_b1", tmp_path)
 
@@ -216,7 +218,8 @@ def _labels(*ids):
 def test_build_index_joins_labels_and_headers_and_quarantines_the_rest(tmp_path):
     import pandas as pd
 
-    from ich.data.index import TABLE_COLUMNS, build_index, read_index
+    from ich.data.index import build_index
+    from ich.data.tables import TABLE_COLUMNS, read_index
     from ich.core.labels import LABELS
 
     header = {"ID": "ID_0a", "PatientID": "007", "StudyInstanceUID": "1.2", "SeriesInstanceUID": "1.2.3",

@@ -146,7 +146,7 @@ _REASON_LABEL = (
 @pytest.mark.parametrize("chunk_rows", [None, 5])
 def test_parse_every_kind_of_problem_exactly(tmp_path, monkeypatch, chunk_rows):
     if chunk_rows is not None:  # also decode in many small chunks, one of them holding a non-ASCII ID
-        monkeypatch.setattr("ich.core.labels._CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr("ich.data.labels_csv._CHUNK_ROWS", chunk_rows)
     long_id = "ID_0a" + "0" * 16  # more hex digits than the bulk path keys
     lines = [
         "ID,Label",

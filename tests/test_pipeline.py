@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 
@@ -10,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from harness import stage_deps
 from ich.core.labels import LABELS
-
 from tests.project import DATA_STAGES, ROOT, copy_repository, dvc, lock_hashes, run
 
 ROOT_LOCK = ROOT / "dvc.lock"
@@ -235,43 +234,12 @@ def test_committed_lock_data_stage_hashes_reproduce_on_this_machine(tmp_path):
         assert fresh[stage]["deps"] == expected[stage]["deps"], f"{stage}: code or inputs differ from the lock"
 
 
-def _module_file(module: str) -> str | None:
-    """The repository path of an ``ich`` module or package (``ich.models.recipes`` -> ``ich/models/recipes/__init__.py``)."""
-    path = module.replace(".", "/")
-    if (ROOT / path).is_dir():
-        return f"{path}/__init__.py"
-    return f"{path}.py" if (ROOT / f"{path}.py").is_file() else None
-
-
-def _ich_imports(path, everywhere: bool) -> set[str]:
-    """The ``ich`` modules a source file imports (at module level, or ``everywhere``), as repository paths:
-    ``from ich.models.recipes import cascade`` is the package and its submodule."""
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree) if everywhere else tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ich":
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names if alias.name.split(".")[0] == "ich"]
-        else:
-            continue
-        found.update(filter(None, map(_module_file, names)))
-    found.discard("ich/__init__.py")
-    return found
-
-
-def test_every_stage_depends_on_its_script_and_every_library_module_it_imports():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        script = stage["cmd"].split("-m ")[1].split()[0].replace(".", "/") + ".py"
-        needed, pending = {script}, [script]
-        while pending:  # and ich's own module-level imports (ich.core.params imports a stage's validators lazily)
-            path = pending.pop()
-            for module in _ich_imports(ROOT / path, everywhere=path == script) - needed:
-                needed.add(module)
-                pending.append(module)
-        deps = {dep if isinstance(dep, str) else next(iter(dep)) for dep in stage["deps"]}
-        assert needed <= deps, f"stage {name} does not list {sorted(needed - deps)} in its deps"
+def test_every_stage_depends_on_exactly_the_code_it_runs():
+    """Each stage's ich/ and stages/ deps in dvc.yaml are its script and every module it imports at run time
+    (harness/stage_deps.py: function-level imports and package __init__ files included, TYPE_CHECKING left out):
+    none missing (a change would not rerun the stage), none superfluous (a change would rerun it for nothing)."""
+    problems = stage_deps.check(ROOT)
+    assert not problems, "\n".join(problems) + "\nrun: python -m harness.stage_deps --write"
 
 
 def test_a_windowing_code_change_invalidates_preprocess_and_not_before(data_project):

@@ -28,7 +28,8 @@ from ich.core.labels import LABELS
 from ich.models.card import model_card, save_model_folder
 from ich.core.params import ModelParams, SynthesizeParams, section
 from ich.inference.predict import build_parser, image_id_for, is_dicom_uid, plan_chunks, run_predict, series_table
-from ich.reports.predict_page import Explainer, explanation_name
+from ich.inference.explain import Explainer
+from ich.reports.predict_page import explanation_name
 from ich.data.preprocess import process_many
 from ich.models.recipes import get_recipe
 from ich.data.synth import generate

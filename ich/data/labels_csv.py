@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ich.core.errors import PipelineError
-from ich.core.ids import is_valid_id, validate_id
-from ich.core.labels import ANY, LABELS, RSNA_ROW_ORDER, SUBTYPES
+from ich.core.ids import _MAX_ID_LENGTH, ID_PATTERN
+from ich.core.labels import LABELS
 
 __all__ = ["LabelsCsvError", "ParsedLabels", "parse_long_csv"]
 

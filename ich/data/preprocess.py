@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import os
-import signal
-import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import wait
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from ich.imaging.dicom import RSNA_PIXEL_FIX_MODES, UnusableSlice, read_ct_slice
 from ich.core.files import write_file
+from ich.core.pool import TaskFailure, map_in_order, resolve_workers
 from ich.core.ids import image_path
 from ich.core.labels import LABELS
 from ich.imaging.png import encode_png
@@ -136,158 +134,6 @@ def _reuse_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, 128 << 20)
 
 
-def _serve(job: _Job, connection, parent: int) -> None:
-    """A worker process: process the IDs the parent sends, in order, answering each with its result."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which then stops the workers
-    _reuse_freed_memory()
-    while True:
-        while not connection.poll(1.0):
-            if os.getppid() != parent:  # the parent was killed: nobody will read our results
-                return
-        try:
-            task = connection.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        index, image_id = task
-        try:
-            message = (index, process_file(image_id, job), None)
-        except Exception as error:  # an output that cannot be written: the parent raises it
-            message = (index, None, error)
-        try:
-            connection.send(message)
-        except Exception as error:  # an exception that cannot be pickled
-            connection.send((index, None, RuntimeError(f"{type(error).__name__}: {error}")))
-
-
-class _Worker:
-    """One worker process, its pipe, and the tasks sent to it that have no result yet (oldest first)."""
-
-    def __init__(self, context, job: _Job) -> None:
-        self.connection, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_serve, args=(job, child, os.getpid()), daemon=True)
-        self.process.start()
-        child.close()
-        self.tasks: deque[tuple[int, str]] = deque()
-        self.started = 0.0  # when the oldest task in ``tasks`` began (time.monotonic)
-
-    def send(self, task: tuple[int, str]) -> None:
-        if not self.tasks:
-            self.started = time.monotonic()
-        self.tasks.append(task)
-        self.connection.send(task)
-
-    def receive_ready(self, done: dict[int, FileResult]) -> None:
-        """Move every result already in the pipe into ``done``; re-raise a worker's write error."""
-        while self.tasks and self.connection.poll():
-            try:
-                index, result, error = self.connection.recv()
-            except (EOFError, OSError):
-                return
-            if error is not None:
-                raise error
-            self.tasks.popleft()
-            done[index] = result
-            self.started = time.monotonic()
-
-    def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.process.kill()
-        else:
-            try:
-                self.connection.send(None)
-            except OSError:
-                pass
-            self.process.join(timeout=5)
-            if self.process.is_alive():
-                self.process.kill()
-        self.process.join()
-        self.connection.close()
-
-
-def _death_reason(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            how = f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            how = f"killed by signal {-exitcode}"
-    else:
-        how = f"exit code {exitcode}"
-    return f"the worker process died while processing this file ({how})"
-
-
-def _process_isolated(
-    ids: list[str], job: _Job, workers: int, file_timeout_s: float | None, window: int
-) -> Iterator[FileResult]:
-    """Process ``ids`` in ``workers`` processes, one file at a time each, yielding results in input order.
-
-    A file that takes longer than ``file_timeout_s`` seconds, or whose worker dies (a decoder's segfault,
-    ``os._exit``, the out-of-memory killer), gets a reason; its worker is replaced and the other files it
-    had been sent are sent again. At most ``window`` results wait for an earlier one, so memory stays flat.
-    """
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    prefetch = 2  # each worker holds its next file, so it never waits for the parent
-    retry: deque[tuple[int, str]] = deque()  # sent to a worker that was replaced, in input order
-    upcoming = iter(enumerate(ids))
-    sent_up_to = 0  # every index below this one has been sent at least once
-    done: dict[int, FileResult] = {}
-    next_index = 0
-    pool = [_Worker(context, job) for _ in range(min(workers, len(ids)))]
-
-    def replace(worker: _Worker, first_reason: str | None) -> None:
-        worker.stop(kill=True)
-        tasks = list(worker.tasks)
-        if first_reason is not None and tasks:
-            index, image_id = tasks.pop(0)
-            done[index] = FileResult(image_id, None, first_reason)
-        retry.extendleft(reversed(tasks))
-        pool[pool.index(worker)] = _Worker(context, job)
-
-    try:
-        idle_deaths = 0
-        while next_index < len(ids):
-            for slot in range(len(pool)):
-                while len(pool[slot].tasks) < prefetch:
-                    if retry:
-                        task = retry.popleft()
-                    elif sent_up_to < len(ids) and sent_up_to - next_index < window:
-                        task = next(upcoming)
-                        sent_up_to += 1
-                    else:
-                        break
-                    try:
-                        pool[slot].send(task)
-                    except OSError:  # the worker died while idle: its tasks go to a new one
-                        idle_deaths += 1
-                        if idle_deaths > 3 * len(pool):
-                            raise RuntimeError("preprocess worker processes keep dying before they get a file") from None
-                        replace(pool[slot], None)
-            busy = [worker for worker in pool if worker.tasks]
-            timeout = None
-            if file_timeout_s is not None and busy:
-                timeout = max(0.0, min(worker.started for worker in busy) + file_timeout_s - time.monotonic())
-            ready = set(wait([worker.connection for worker in busy] + [worker.process.sentinel for worker in busy], timeout))
-            now = time.monotonic()
-            for worker in busy:
-                if worker.connection in ready:
-                    worker.receive_ready(done)
-                if not worker.tasks:
-                    continue
-                if worker.process.sentinel in ready:  # it exited
-                    worker.receive_ready(done)  # results sent just before it died
-                    worker.process.join()
-                    replace(worker, _death_reason(worker.process.exitcode))
-                elif file_timeout_s is not None and now - worker.started > file_timeout_s:
-                    replace(worker, f"timed out after {file_timeout_s:g} s (its worker process was stopped)")
-            while next_index in done:
-                yield done.pop(next_index)
-                next_index += 1
-    finally:
-        for worker in pool:
-            worker.stop(kill=next_index < len(ids))
-
-
 def process_many(
     image_ids: Iterable[str],
     dicom_dir: str | os.PathLike,
@@ -311,13 +157,15 @@ def process_many(
         raise ValueError(f"file_timeout_s must be > 0 seconds (or None for no limit). Received: {file_timeout_s}")
     job = _Job(str(dicom_dir), str(png_dir), int(image_size), tuple(windows), rsna_pixel_fix)
     Path(png_dir).mkdir(parents=True, exist_ok=True)
-    workers = workers or os.cpu_count() or 1
+    workers = resolve_workers(workers)
     ids = list(image_ids)
-    if file_timeout_s is None and (workers == 1 or len(ids) < 2 * workers):
-        for image_id in ids:
-            yield process_file(image_id, job)
-        return
-    yield from _process_isolated(ids, job, workers, file_timeout_s, window=64 * workers)
+    in_process = file_timeout_s is None and (workers == 1 or len(ids) < 2 * workers)
+    results = map_in_order(
+        partial(process_file, job=job), ids, workers=workers, timeout_s=file_timeout_s,
+        initializer=_reuse_freed_memory, in_process=in_process,
+    )
+    for result in results:
+        yield FileResult(result.item, None, result.reason) if isinstance(result, TaskFailure) else result
 
 
 #: Columns of the per-split tables ``data/split/{train,val,test}.csv`` (the contract's, plus where each slice lies).

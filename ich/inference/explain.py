@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import keras
@@ -26,7 +27,7 @@ import tensorflow as tf
 from ich.inference.loading import LoadedModel
 from ich.models.networks import BACKBONES, HEAD_LAYER
 
-__all__ = ["MIN_MAP_SIDE", "auto_level", "gradcam", "gradcam_network", "overlay"]
+__all__ = ["MIN_MAP_SIDE", "auto_level", "gradcam", "gradcam_network", "overlay", "Explainer", "gradcam_explainer"]
 
 #: Layers that only act while training (random flips and shifts inside the model): skipped when explaining.
 _TRAINING_ONLY = (keras.layers.RandomFlip, keras.layers.RandomTranslation, keras.layers.RandomRotation, keras.layers.RandomZoom)
@@ -263,3 +264,21 @@ def _final_pooling_holder(model: keras.Model) -> keras.layers.Layer | None:
         if isinstance(layer, keras.Model) and _final_pooling_holder(layer) is not None:
             return layer
     return None
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """Where the report's Grad-CAM overlays come from (what :class:`ich.reports.predict_page.Explains` asks for).
+
+    ``heatmaps(inputs, label)``: the model's inputs ``(N, S, S, 3)`` (:meth:`LoadedModel.model_inputs`) -> ``(N, S, S)``
+    float maps in [0, 1] for ``label``; ``overlay(image, heatmap)``: a ``(H, W, 3)`` uint8 RGB slice and its ``(H, W)``
+    map -> ``(H, W, 3)`` uint8.
+    """
+
+    heatmaps: Callable[[np.ndarray, str], np.ndarray]
+    overlay: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def gradcam_explainer(model: LoadedModel) -> Explainer:
+    """Grad-CAM of ``model`` (:func:`gradcam`), drawn with :func:`overlay`."""
+    return Explainer(lambda inputs, label: gradcam(model, inputs, label), overlay)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import os
 import queue
 import re
@@ -42,7 +41,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,16 +50,13 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 import pandas as pd
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.tag import Tag
-from pydicom.uid import MediaStorageDirectoryStorage
 
 from ich.data.context import series_order
 from ich.core.errors import PipelineError
 from ich.core.files import write_csv, write_json
 from ich.core.ids import image_path
-from ich.data.index import _position_z  # the index stage's reading of ImagePositionPatient[2]
+from ich.core.pool import TaskFailure, map_in_order
+from ich.imaging.header import read_header
 from ich.core.ids import is_valid_id
 from ich.core.labels import LABELS, RSNA_ROW_ORDER
 from ich.data.preprocess import process_many
@@ -69,7 +64,7 @@ from ich.imaging.windows import windows_from_params
 
 if TYPE_CHECKING:
     from ich.inference.loading import LoadedModel
-    from ich.reports.predict_page import Explainer
+    from ich.inference.explain import Explainer
 
 __all__ = [
     "OUTPUT_FILES",
@@ -102,13 +97,6 @@ __all__ = [
 _DICOM_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 _MAX_UID_LENGTH = 64
 _QUARANTINE_COLUMNS = ["ID", "reason", "file"]
-#: The header elements the scan keeps (pydicom skips the values of all others).
-_HEADER_TAGS = [
-    Tag(keyword)
-    for keyword in (
-        "SOPClassUID", "SOPInstanceUID", "Modality", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "ImagePositionPatient",
-    )
-]
 _SCAN_CHUNK = 64  # files per task of the header scan
 #: The files a run writes in its output folder (besides ``explanations/``).
 OUTPUT_FILES: tuple[str, ...] = ("slices.csv", "series.csv", "submission.csv", "quarantine.csv", "report.html", "summary.json")
@@ -168,64 +156,27 @@ def find_files(folder: str | os.PathLike, exclude: str | os.PathLike | None = No
     return sorted(found)
 
 
-def _text(dataset: pydicom.Dataset, keyword: str) -> str:
-    """A header string without padding (pydicom keeps trailing NULs of some writers); empty when absent."""
-    value = dataset.get(keyword)
-    return "" if value is None else str(value).strip().strip("\x00").strip()
-
-
-def _parse_header(path: str) -> pydicom.Dataset | None:
-    """The header elements of :data:`_HEADER_TAGS`, up to the pixel data; None when the file is not DICOM. A file
-    without the 'DICM' prefix is believed only if it has what image objects carry (as :mod:`ich.imaging.dicom` does)."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-    except InvalidDicomError:
-        pass
-    try:
-        dataset = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-    except Exception:  # a random byte stream can raise anything from the parser
-        return None
-    return dataset if "SOPClassUID" in dataset or "Modality" in dataset else None
-
-
 def read_file_header(path: str) -> dict[str, object] | str:
-    """Read one file's header: a dict (``image_id``, ``patient_id``, ``study_uid``, ``series_uid``, ``position_z``)
-    or the reason the file cannot be used. Never raises for anything in the file."""
-    try:
-        with warnings.catch_warnings():
-            # RSNA keeps its IDs in UID elements ("ID_..."), and damaged headers warn too: the values decide below.
-            # pydicom converts values lazily, so every access stays inside this block.
-            warnings.simplefilter("ignore")
-            dataset = _parse_header(path)
-            return _header_fields(path, dataset)
-    except OSError as error:
-        return f"file unreadable: {error.strerror or type(error).__name__}"
-    except Exception as error:  # a damaged header can raise anything from the parser: one file's problem
-        message = " ".join(str(error).split())[:160] or type(error).__name__
-        return f"unreadable DICOM header: {message}"
-
-
-def _header_fields(path: str, dataset: pydicom.Dataset | None) -> dict[str, object] | str:
-    if dataset is None:
-        return "not a DICOM file (no 'DICM' prefix and no DICOM header found)"
-    media_class = dataset.file_meta.get("MediaStorageSOPClassUID") if hasattr(dataset, "file_meta") else None
-    if media_class == MediaStorageDirectoryStorage:
-        return "DICOMDIR (an index of a DICOM media folder, not an image)"
-    sop_uid = _text(dataset, "SOPInstanceUID")
-    image_id = image_id_for(Path(path).name.removesuffix(".dcm"), sop_uid)
+    """Read one file's header (:func:`ich.imaging.header.read_header`): a dict (``image_id``, ``patient_id``,
+    ``study_uid``, ``series_uid``, ``position_z``) or the reason the file cannot be used. Never raises for anything
+    in the file."""
+    header = read_header(path)
+    if isinstance(header, str):
+        return header
+    image_id = image_id_for(Path(path).name.removesuffix(".dcm"), header.sop_instance_uid)
     if image_id is None:
-        what = "missing" if not sop_uid else "not a valid DICOM UID"
+        what = "missing" if not header.sop_instance_uid else "not a valid DICOM UID"
         return f"no usable image ID: the file name is not an RSNA ID (ID_<hex>) and its SOPInstanceUID is {what}"
-    series_uid = _text(dataset, "SeriesInstanceUID")
+    series_uid = header.series_uid
     if not series_uid or len(series_uid) > _MAX_UID_LENGTH or not series_uid.isprintable():
         what = "missing" if not series_uid else "not a printable UID of at most 64 characters"
         return f"SeriesInstanceUID {what}: the slice cannot be placed in its series"
     return {
         "image_id": image_id,
-        "patient_id": _text(dataset, "PatientID"),
-        "study_uid": _text(dataset, "StudyInstanceUID"),
+        "patient_id": header.patient_id,
+        "study_uid": header.study_uid,
         "series_uid": series_uid,
-        "position_z": _position_z(dataset),
+        "position_z": header.position_z,
     }
 
 
@@ -234,29 +185,26 @@ def _read_chunk(paths: list[str]) -> list[dict[str, object] | str]:
 
 
 def _headers(paths: list[str], workers: int, progress: bool) -> Iterator[dict[str, object] | str]:
-    """:func:`read_file_header` of every path, in order, over ``workers`` processes (1: in this one)."""
+    """:func:`read_file_header` of every path, in order, in the worker pool of :mod:`ich.core.pool` (1: in this
+    process). A chunk whose worker dies is read again one file a task, so only the culprit is quarantined."""
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(paths), desc="scan", unit="file", mininterval=1.0, file=sys.stderr)
     chunks = [paths[start : start + _SCAN_CHUNK] for start in range(0, len(paths), _SCAN_CHUNK)]
-    pool = None
     try:
-        if workers == 1 or len(chunks) < 2:
-            results: Iterator[list] = map(_read_chunk, chunks)
-        else:
-            pool = multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
-            results = pool.imap(_read_chunk, chunks)
-        for chunk in results:
+        in_process = workers == 1 or len(chunks) < 2
+        for chunk in map_in_order(_read_chunk, chunks, workers=workers, window=2 * workers, in_process=in_process):
+            if isinstance(chunk, TaskFailure):
+                singles = map_in_order(_read_chunk, ([path] for path in chunk.item), workers=1)
+                chunk = [single.reason if isinstance(single, TaskFailure) else single[0] for single in singles]
             if bar is not None:
                 bar.update(len(chunk))
             yield from chunk
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.terminate()
 
 
 def scan_folder(folder: str | os.PathLike, workers: int = 0, exclude: str | os.PathLike | None = None, progress: bool = False) -> Scan:
@@ -619,7 +567,7 @@ def run_predict(args: argparse.Namespace, explainer_factory: Callable[[LoadedMod
     Raises:
         PipelineError: no DICOM files, no model folder, or not one usable image.
     """
-    from ich.reports.predict_page import ReportCollector, gradcam_explainer, write_predict_report
+    from ich.reports.predict_page import ReportCollector, write_predict_report
 
     if args.file_timeout_s is not None and not args.file_timeout_s > 0:
         raise PipelineError(f"--file-timeout-s must be > 0 seconds. Received: {args.file_timeout_s}")
@@ -633,6 +581,7 @@ def run_predict(args: argparse.Namespace, explainer_factory: Callable[[LoadedMod
     thresholds = _thresholds(model.card, args.threshold)
     explainer = None
     if args.explain and args.explain_slices > 0 and args.report_series > 0:
+        from ich.inference.explain import gradcam_explainer  # TensorFlow's Grad-CAM: imported only when maps are made
         explainer = (explainer_factory or gradcam_explainer)(model)
     collector = ReportCollector(model, thresholds, args.report_series, args.explain_slices, explainer)
     prediction = predict_files(
