@@ -1,7 +1,7 @@
 """Benchmark: `ich predict`'s end-to-end rate (DICOM files -> probabilities) beside the model's own rate on
 preloaded arrays, in the same process.
 
-Reading and rendering DICOMs runs in worker processes a chunk ahead of the model (ich.inference.predict), so the end-to-end
+Reading and rendering DICOMs runs in worker processes a chunk ahead of the model (ich.inference.render), so the end-to-end
 rate should stay close to the model's own: the goal is at least 70 %. Three figures, medians of ``--repeats``
 timed runs after one untimed warm-up each:
 
@@ -35,10 +35,13 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true")
     args = parser.parse_args()
 
-    from ich.inference.predict import load_model_folder, plan_chunks, predict_files, render_chunks, scan_folder
     from ich.imaging.windows import windows_from_params
+    from ich.inference.cli import load_model_folder
+    from ich.inference.predict import plan_chunks, predict_files
+    from ich.inference.render import render_chunks
+    from ich.inference.scan import scan_folder
 
-    full = scan_folder(args.dicom_dir, args.workers)
+    full = scan_folder(args.dicom_dir, workers=args.workers)
     chosen, series_seen = [], set()
     for item in full.files:  # whole series, in scan order, until about --images files
         if item.series_uid not in series_seen and len(chosen) >= args.images:
@@ -55,13 +58,13 @@ def main() -> None:
             os.symlink(os.path.abspath(item.path), folder / f"{index:06d}_{Path(item.path).name}")
 
         def end_to_end() -> int:
-            scan = scan_folder(folder, args.workers)
+            scan = scan_folder(folder, workers=args.workers)
             prediction = predict_files(model, scan, tta=args.tta, batch_size=args.batch_size, workers=args.workers,
                                        chunk_images=args.chunk_images)
             return len(prediction.slices)
 
         def render_only() -> list:
-            return list(render_chunks(chosen, chunks, model.image_size, windows, workers=args.workers))
+            return list(render_chunks(chosen, chunks, image_size=model.image_size, windows=windows, workers=args.workers))
 
         rendered = render_only()
 

@@ -10,7 +10,7 @@ __all__ = ["COMMANDS", "main"]
 
 #: Subcommand -> (module, one-line summary). Modules are imported only when their command runs (TensorFlow is slow to import).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "predict": ("ich.inference.predict", "predict intracranial hemorrhage on a folder of head-CT DICOMs with a trained model"),
+    "predict": ("ich.inference.cli", "predict intracranial hemorrhage on a folder of head-CT DICOMs with a trained model"),
     "evaluate-external": ("ich.inference.external", "score a trained model on an external labelled set, without retraining"),
 }
 

@@ -12,7 +12,8 @@ from ich.data.context import neighbour_ids
 from ich.core.runner import run_stage
 from ich.core.files import prepare_output_dir, write_csv, write_json
 from ich.core.labels import SUBTYPES
-from ich.core.params import AugmentParams, ModelParams, load_params, section
+from ich.core.params import AugmentParams, load_params, section
+from ich.core.params import context_slices as model_context_slices
 
 TRAIN = "data/split/train.csv"
 PNG_DIR = "data/png"
@@ -25,7 +26,7 @@ logger = logging.getLogger("ich")
 
 def main() -> None:
     all_params = load_params()
-    params, context_slices = section(all_params, "augment", AugmentParams), section(all_params, "model", ModelParams).context_slices
+    params, context_slices = section(all_params, "augment", AugmentParams), model_context_slices(all_params)
     train = pd.read_csv(TRAIN, dtype={"ID": str, "PatientID": str, "SeriesInstanceUID": str})
     # 2.5D input: each copy is made from the slice composed with its neighbours (ich.data.context), transformed as one.
     neighbours = dict(zip(train["ID"], zip(*neighbour_ids(train, context_slices)))) if context_slices else None

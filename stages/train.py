@@ -12,6 +12,7 @@ from ich.core.files import prepare_output_dir
 from ich.core.labels import LABELS
 from ich.models.card import model_card, save_model_folder
 from ich.core.params import ModelParams, PreprocessParams, TrainParams, load_params, section
+from ich.models.networks import check_backbone
 from ich.models.recipes import get_recipe
 from ich.training.resume import ResumeStore, resumed_live, stage_fingerprint
 from ich.core.runner import StageError, run_stage
@@ -28,6 +29,7 @@ def main() -> None:
     model, train, preprocess = (section(params, name, cls) for name, cls in (
         ("model", ModelParams), ("train", TrainParams), ("preprocess", PreprocessParams)))
     recipe = get_recipe(model.arch)
+    check_backbone(model.efficientnet, "efficientnetv2"), check_backbone(model.convnext, "convnext")
     images = pd.concat([load_table(TRAIN, PNG_DIR), load_table(AUGMENTED, AUGMENTED_DIR, augmented=True)], ignore_index=True)
     val = load_table(VAL, PNG_DIR)
     if images.empty or val.empty:

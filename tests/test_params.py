@@ -1,6 +1,10 @@
+import subprocess
+import sys
+
 import pytest
 
 from ich.core.params import (
+    context_slices,
     AugmentParams,
     DataParams,
     EvaluateParams,
@@ -65,9 +69,29 @@ def test_value_checks_name_the_key_and_the_value():
     model = {**load_params("params.yaml")["model"], "combination": "sum"}
     with pytest.raises(ParamsError, match="`model.combination`: Input should be 'product' or 'gate'"):
         section({"model": model}, "model", ModelParams)
-    model = {**load_params("params.yaml")["model"], "convnext": "convnext_huge"}
-    with pytest.raises(ParamsError, match="`model.convnext`: must be one of convnext_atto, convnext_tiny"):
-        section({"model": model}, "model", ModelParams)
+
+
+def test_params_are_schema_only_and_the_registries_check_names():
+    """params.yaml's schema imports nothing of the models (no TensorFlow for the data stages); an unknown recipe or
+    backbone is refused by the registry that knows the choices, listing them."""
+    code = (
+        "import sys; from ich.core.params import ModelParams, context_slices, load_params, section; "
+        "p = load_params(); section(p, 'model', ModelParams); context_slices(p); "
+        "from ich.models.recipes import recipe_names; assert 'cascade' in recipe_names(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras') or m.startswith('ich.models.recipes.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from ich.models.networks import check_backbone
+    from ich.models.recipes import RecipeError, get_recipe
+
+    with pytest.raises(RecipeError, match=r"`model.arch` must be one of cascade, cascade_warmstart, efficientnetv2, convnext. Received: 'effnet'"):
+        get_recipe("effnet")
+    with pytest.raises(ValueError, match="`model.convnext` must be one of convnext_atto, convnext_tiny"):
+        check_backbone("convnext_huge", "convnext")
+    assert check_backbone("convnext_atto", "convnext") == "convnext_atto"
+    with pytest.raises(ParamsError, match="`model.context_slices` must be an integer from 0 to 8. Received: 9"):
+        context_slices({"model": {"context_slices": 9}})
 
 
 def _preprocess(**changes):

@@ -6,10 +6,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -21,19 +26,24 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import log_loss, roc_auc_score
 
+import ich.imaging.png
+import ich.imaging.slices
 from harness.project import ROOT
 from ich.cli import main as ich_main
-from ich.inference.loading import load_models
 from ich.core.labels import LABELS
-from ich.models.card import model_card, save_model_folder
 from ich.core.params import ModelParams, SynthesizeParams, section
-from ich.inference.predict import build_parser, image_id_for, is_dicom_uid, plan_chunks, run_predict, series_table
-from ich.inference.explain import Explainer
-from ich.reports.predict_page import explanation_name
 from ich.data.preprocess import process_many
-from ich.models.recipes import get_recipe
 from ich.data.synth import generate
 from ich.imaging.windows import DEFAULT_WINDOWS
+from ich.inference.cli import build_parser, run_predict
+from ich.inference.explain import Explainer
+from ich.inference.loading import load_models
+from ich.inference.outputs import series_table
+from ich.inference.predict import plan_chunks, predict_files
+from ich.inference.scan import image_id_for, is_dicom_uid, scan_folder
+from ich.models.card import model_card, save_model_folder
+from ich.models.recipes import get_recipe
+from ich.reports.predict_page import explanation_name
 
 SIZE = 32
 MODEL = {
@@ -198,6 +208,72 @@ def test_tta_is_the_mean_over_the_image_and_its_mirror(tmp_path, synthetic, mode
     np.testing.assert_allclose(slices[list(LABELS)].to_numpy(), (plain + mirrored) / 2, atol=1e-5, rtol=0)
 
 
+def _refuse(what: str):
+    def refused(*args, **kwargs):
+        raise AssertionError(f"ich predict must not call {what}")
+    return refused
+
+
+def test_slices_are_rendered_in_memory_without_temporary_files_links_or_pngs(tmp_path, synthetic, loaded, monkeypatch):
+    ids = sorted(path.stem for path in (synthetic / "stage_2_train").glob("*.dcm"))
+    expected = dict(zip(ids, _read_pngs(synthetic, ids, tmp_path / "png")))  # the preprocess stage's PNGs, decoded
+    scan = scan_folder(synthetic / "stage_2_train", workers=1)
+    # Patched before the workers fork, so they hold in the worker processes too.
+    for module, name in [(os, "symlink"), (os, "link"), (shutil, "copyfile"), (tempfile, "mkdtemp"), (tempfile, "TemporaryDirectory"),
+                         (ich.imaging.png, "encode_png"), (cv2, "imread"), (cv2, "imdecode"), (cv2, "imwrite")]:
+        monkeypatch.setattr(module, name, _refuse(f"{module.__name__}.{name}"))
+    seen: dict[str, np.ndarray] = {}
+
+    def keep(frame: pd.DataFrame, images: np.ndarray) -> None:
+        assert len(frame) == len(images)
+        seen.update(zip(frame["ID"], images))
+
+    prediction = predict_files(loaded, scan, workers=2, file_timeout_s=30, chunk_images=4, on_chunk=keep)
+    assert prediction.quarantine.empty and sorted(prediction.slices["ID"]) == ids == sorted(seen)
+    for image_id in ids:  # byte for byte the images the model saw in training
+        np.testing.assert_array_equal(seen[image_id], expected[image_id])
+
+
+def test_a_file_whose_decoder_hangs_or_kills_its_worker_is_quarantined_and_the_others_predicted(tmp_path, synthetic, loaded, monkeypatch):
+    folder = tmp_path / "in"
+    shutil.copytree(synthetic / "stage_2_train", folder)
+    ids = sorted(path.stem for path in folder.glob("*.dcm"))
+    hang, exits, segfaults = ids[1], ids[6], ids[10]
+    kept = [image_id for image_id in ids if image_id not in (hang, exits, segfaults)]
+    headers = {image_id: _header(folder / f"{image_id}.dcm") for image_id in kept}
+    expected = loaded.predict_slices(_read_pngs(synthetic, kept, tmp_path / "png"), [str(headers[i].SeriesInstanceUID) for i in kept],
+                                     [float(headers[i].ImagePositionPatient[2]) for i in kept], kept).final
+    scan = scan_folder(folder, workers=1)
+    real_reader = ich.imaging.slices.read_ct_slice
+
+    def planted_reader(data, image_id, *args):
+        if image_id == hang:
+            time.sleep(600)
+        elif image_id == exits:
+            os._exit(3)
+        elif image_id == segfaults:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real_reader(data, image_id, *args)
+
+    # Worker processes are forked from this one, so they run the planted reader.
+    monkeypatch.setattr(ich.imaging.slices, "read_ct_slice", planted_reader)
+    start = time.monotonic()
+    prediction = predict_files(loaded, scan, workers=2, file_timeout_s=1.5, chunk_images=4)
+    assert time.monotonic() - start < 60
+    reasons = {
+        hang: "timed out after 1.5 s (its worker process was stopped)",
+        exits: "the worker process died while processing this file (exit code 3)",
+        segfaults: "the worker process died while processing this file (killed by SIGSEGV)",
+    }
+    order = [item.image_id for item in scan.files]  # the quarantine lists them in prediction order
+    assert prediction.quarantine.to_dict("records") == [
+        {"ID": image_id, "reason": reasons[image_id], "file": f"{image_id}.dcm"} for image_id in sorted(reasons, key=order.index)
+    ]
+    assert sorted(prediction.slices["ID"]) == kept
+    np.testing.assert_allclose(prediction.slices.set_index("ID").loc[kept, list(LABELS)].to_numpy(), expected, atol=1e-4, rtol=0)
+    assert not multiprocessing.active_children()  # every worker, replaced ones included, was reaped
+
+
 # ----------------------------------------------------------------------------------- series figures (d)
 def test_series_table_by_hand():
     slices = pd.DataFrame({
@@ -320,7 +396,7 @@ def test_explanations_are_capped_per_series_and_drawn_for_flagged_slices_only(tm
 
 # ------------------------------------------------------------------------------------------ errors
 def _command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ich.inference.predict", *args, "--no-progress"], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "ich.predict", *args, "--no-progress"], cwd=cwd, capture_output=True, text=True)
 
 
 def test_clear_one_line_errors(tmp_path, model_dir, synthetic):

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ich.data.preprocess
-from ich.imaging.dicom import CtSlice, read_ct_slice
+import ich.imaging.slices
 from ich.core.labels import LABELS
-from ich.data.preprocess import FileResult, collect_outcome, process_many
 from ich.core.quarantine import quarantine_failure
+from ich.data.preprocess import FileResult, collect_outcome, process_many
+from ich.imaging.dicom import CtSlice, read_ct_slice
 from ich.imaging.rendering import render_rgb
 from ich.imaging.windows import compose_rgb
 from tests.helpers import ct_dicom_bytes
@@ -95,7 +95,7 @@ def _good_dicoms(dicom_dir, count):
 def test_a_hanging_or_dying_decoder_costs_only_its_file(tmp_path, monkeypatch):
     ids = _good_dicoms(tmp_path / "dicom", 40)
     hang, exits, segfaults = ids[5], ids[12], ids[30]
-    real_reader = ich.data.preprocess.read_ct_slice
+    real_reader = ich.imaging.slices.read_ct_slice
 
     def planted_reader(data, image_id, *args):
         if image_id == hang:
@@ -107,7 +107,7 @@ def test_a_hanging_or_dying_decoder_costs_only_its_file(tmp_path, monkeypatch):
         return real_reader(data, image_id, *args)
 
     # Worker processes are forked from this one, so they run the planted reader.
-    monkeypatch.setattr(ich.data.preprocess, "read_ct_slice", planted_reader)
+    monkeypatch.setattr(ich.imaging.slices, "read_ct_slice", planted_reader)
     start = time.monotonic()
     arrivals = []
     results = []
@@ -132,8 +132,8 @@ def test_a_hanging_or_dying_decoder_costs_only_its_file(tmp_path, monkeypatch):
 def test_without_a_time_limit_one_worker_runs_in_this_process(tmp_path, monkeypatch):
     ids = _good_dicoms(tmp_path / "dicom", 3)
     seen = []
-    real_reader = ich.data.preprocess.read_ct_slice
-    monkeypatch.setattr(ich.data.preprocess, "read_ct_slice", lambda data, image_id, *args: (seen.append(os.getpid()), real_reader(data, image_id, *args))[1])
+    real_reader = ich.imaging.slices.read_ct_slice
+    monkeypatch.setattr(ich.imaging.slices, "read_ct_slice", lambda data, image_id, *args: (seen.append(os.getpid()), real_reader(data, image_id, *args))[1])
     assert all(result.reason is None for result in process_many(ids, tmp_path / "dicom", tmp_path / "png", 8, workers=1))
     assert seen == [os.getpid()] * 3
 

@@ -149,15 +149,42 @@ def test_uniform_calibration_bins_by_hand():
 
 
 @pytest.mark.parametrize("strategy", ["uniform", "quantile"])
-def test_calibration_bins_agree_with_sklearn(strategy):
+def test_calibration_bins_agree_with_a_direct_count_by_their_rule(strategy):
+    # The rule written out, without searchsorted or bincount: a value belongs to the bin whose upper edge is the
+    # first inner edge it does not exceed (low < p <= high); edges as sklearn's calibration_curve documents them.
     rng = np.random.default_rng(3)
     y_prob = np.round(rng.beta(0.5, 3, 2000), 2)  # rounded: many ties and values on the edges
     y_true = (rng.random(2000) < y_prob).astype(int)
+    edges = np.percentile(y_prob, np.linspace(0, 100, 11)) if strategy == "quantile" else np.linspace(0, 1, 11)
+    member = (y_prob[:, None] > edges[None, 1:-1]).sum(axis=1)
+    expected = [
+        (index, y_prob[member == index].mean(), y_true[member == index].mean(), int((member == index).sum()))
+        for index in range(10)
+        if (member == index).any()
+    ]
     table = calibration_bins(y_true, y_prob, bins=10, strategy=strategy)
-    observed, predicted = calibration_curve(y_true, y_prob, n_bins=10, strategy=strategy)
-    np.testing.assert_allclose(table["observed"], observed, rtol=1e-12)
-    np.testing.assert_allclose(table["mean_predicted"], predicted, rtol=1e-12)
-    assert table["count"].sum() == 2000
+    assert table["bin"].tolist() == [row[0] for row in expected]
+    assert table["count"].tolist() == [row[3] for row in expected]
+    np.testing.assert_allclose(table["mean_predicted"], [row[1] for row in expected], rtol=1e-12)
+    np.testing.assert_allclose(table["observed"], [row[2] for row in expected], rtol=1e-12)
+    np.testing.assert_allclose(table["low"], edges[table["bin"]], rtol=0)
+    np.testing.assert_allclose(table["high"], edges[table["bin"] + 1], rtol=0)
+    observed, predicted = calibration_curve(y_true, y_prob, n_bins=10, strategy=strategy)  # and they are sklearn's
+    np.testing.assert_array_equal(table["observed"], observed)
+    np.testing.assert_array_equal(table["mean_predicted"], predicted)
+
+
+def test_calibration_bins_of_five_images_by_hand():
+    # Two equal-width bins: [0, 0.5] holds 0.1, 0.5 (on the edge: the lower bin) and 0.3; (0.5, 1] holds 0.9, 0.7.
+    # Lower: mean (0.1 + 0.5 + 0.3) / 3 = 0.3, positives 1 of 3; upper: mean 0.8, positives 2 of 2.
+    table = calibration_bins(np.array([0, 1, 0, 1, 1]), np.array([0.1, 0.5, 0.3, 0.9, 0.7]), bins=2)
+    assert table.columns.tolist() == ["bin", "low", "high", "mean_predicted", "observed", "count"]
+    assert table["bin"].tolist() == [0, 1] and table["count"].tolist() == [3, 2]
+    np.testing.assert_allclose(table[["low", "high", "mean_predicted", "observed"]].to_numpy(), [[0, 0.5, 0.3, 1 / 3], [0.5, 1, 0.8, 1]])
+    # One bin: everything, whatever the strategy.
+    for strategy in ("uniform", "quantile"):
+        (row,) = calibration_bins(np.array([0, 1, 0, 1, 1]), np.array([0.1, 0.5, 0.3, 0.9, 0.7]), bins=1, strategy=strategy).itertuples()
+        assert (row.count, row.observed) == (5, 0.6) and row.mean_predicted == pytest.approx(0.5)
 
 
 def test_calibration_bins_reject_bad_arguments():
@@ -167,6 +194,8 @@ def test_calibration_bins_reject_bad_arguments():
         calibration_bins(np.array([0, 1]), np.array([0.1, 0.2]), strategy="kmeans")
     with pytest.raises(ValueError, match="one length. Received: 2 and 3"):
         calibration_bins(np.array([0, 1]), np.array([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match=r"y_true must hold only 0 and 1. Received the values \[0, 2\]"):
+        calibration_bins(np.array([0, 2]), np.array([0.1, 0.2]))
 
 
 def test_calibration_spec_carries_the_bins_and_the_count_in_the_tooltip():

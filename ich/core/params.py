@@ -232,7 +232,11 @@ class AugmentParams(_Section):
 
 
 class ModelParams(_Section):
-    """`model`: which recipe (``arch``), which backbones, which starting weights."""
+    """`model`: which recipe (``arch``), which backbones, which starting weights.
+
+    The schema checks types and ranges only: the recipe registry checks ``arch`` (:func:`ich.models.recipes.get_recipe`)
+    and the backbone table the backbone names, each listing the choices, when the train stage starts.
+    """
 
     arch: str
     efficientnet: str
@@ -248,25 +252,6 @@ class ModelParams(_Section):
     # 2.5D input: 0 = one slice; k = each image takes its green (brain) window from the slice k before it along
     # z and its blue (bone) window from the slice k after it (ich.data.context).
     context_slices: int = Field(ge=0, le=8)
-
-    @field_validator("arch")
-    @classmethod
-    def _registered_recipe(cls, value: str) -> str:
-        from ich.models.recipes import recipe_names  # imports Keras: only the stages that build models pay for it
-
-        if value not in recipe_names():
-            raise ValueError(f"must be one of {', '.join(recipe_names())}")
-        return value
-
-    @field_validator("efficientnet", "convnext")
-    @classmethod
-    def _registered_backbone(cls, value: str, info) -> str:
-        from ich.models.networks import backbone_names
-
-        family = "efficientnetv2" if info.field_name == "efficientnet" else "convnext"
-        if value not in backbone_names(family):
-            raise ValueError(f"must be one of {', '.join(backbone_names(family))}")
-        return value
 
 
 Switch = Literal["auto"] | bool
@@ -321,3 +306,13 @@ class EvaluateParams(_Section):
     bootstrap_draws: int = Field(ge=0)  # patient-level resamples for the 95 % intervals; 0 = none
     seed: int
     montage_images: int = Field(ge=0)
+
+
+def context_slices(params: dict[str, Any]) -> int:
+    """``model.context_slices`` alone (2.5D input: 0 = one slice; k = neighbours k slices away along z), for the
+    stages that compose slices without building a model (augment): the rest of ``model:`` is the train stage's."""
+    raw = params.get("model")
+    value = raw.get("context_slices") if isinstance(raw, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 8:
+        raise ParamsError(f"`model.context_slices` must be an integer from 0 to 8. Received: {value!r}")
+    return value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -12,13 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ich.imaging.dicom import RSNA_PIXEL_FIX_MODES, UnusableSlice, read_ct_slice
 from ich.core.files import write_file
-from ich.core.pool import TaskFailure, map_in_order, resolve_workers
 from ich.core.ids import image_path
 from ich.core.labels import LABELS
+from ich.core.pool import TaskFailure, map_in_order, resolve_workers
+from ich.core.quarantine import INVALID_ID
+from ich.imaging.dicom import RSNA_PIXEL_FIX_MODES
 from ich.imaging.png import encode_png
-from ich.imaging.rendering import render_rgb
+from ich.imaging.slices import render_file, reuse_freed_memory, step_failed
 from ich.imaging.windows import DEFAULT_WINDOWS, Window
 
 __all__ = [
@@ -32,8 +32,7 @@ __all__ = [
 
 # Speed levers, measured by benchmarks/preprocess.py and benchmarks/preprocess_stage.py: one LUT gather
 # instead of three float passes (ich.imaging.rendering); OpenCV's area resize; the PNG writer of ich.imaging.png (numpy "Up"
-# filter, ISA-L deflate); one worker process per core.
-_REASON_LIMIT = 200
+# filter, ISA-L deflate); one worker process per core; glibc keeping freed memory (ich.imaging.slices.reuse_freed_memory).
 
 
 @dataclass(frozen=True)
@@ -54,84 +53,27 @@ class _Job:
     rsna_pixel_fix: str = "auto"
 
 
-def _clip(text: str) -> str:
-    """One line of at most ``_REASON_LIMIT`` characters (a quarantine reason)."""
-    text = " ".join(text.split())
-    return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 3] + "..."
-
-
-def _reason(step: str, error: BaseException) -> str:
-    """``"<step> failed (TypeName: message)"``, clipped to one short line."""
-    message = " ".join(str(error).split())
-    return _clip(f"{step} failed ({type(error).__name__}: {message})" if message else f"{step} failed ({type(error).__name__})")
-
-
-def _caused_by_the_file(error: BaseException) -> bool:
-    """Any ``Exception``, and the panics of Rust decoders (pylibjpeg-rle, ...): pyo3 derives its
-    ``PanicException`` from ``BaseException``, yet a panic on one damaged file must cost only that file.
-    ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` are never the file's doing."""
-    return isinstance(error, Exception) or type(error).__module__ == "pyo3_runtime"
-
-
 def process_file(image_id: str, job: _Job) -> FileResult:
     """Turn ``<dicom_dir>/<ID>.dcm`` into ``<png_dir>/<ID>.png``; every failure of the file becomes a reason.
 
-    This is the boundary between one untrusted file and the run: reading, decoding, windowing and
-    encoding each turn any exception into a short reason naming the step and the error. Only writing
-    the PNG may raise (a full disk or a read-only output is no property of the file).
+    Reading, decoding and windowing are :func:`ich.imaging.slices.render_file`, the boundary between one
+    untrusted file and the run that ``ich predict`` shares; encoding turns any exception into a reason too. Only
+    writing the PNG may raise (a full disk or a read-only output is no property of the file).
     """
     try:
         source = image_path(job.dicom_dir, image_id, ".dcm")
         target = image_path(job.png_dir, image_id, ".png")
     except ValueError:
-        return FileResult(image_id, None, "invalid image ID (expected ID_<hex>)")
+        return FileResult(image_id, None, INVALID_ID)
+    rendered = render_file(source, image_id, image_size=job.image_size, windows=job.windows, rsna_pixel_fix=job.rsna_pixel_fix)
+    if isinstance(rendered, str):
+        return FileResult(image_id, None, rendered)
     try:
-        data = source.read_bytes()
-    except FileNotFoundError:
-        return FileResult(image_id, None, "file missing: no <ID>.dcm in data.dicom_dir")
-    except OSError as error:
-        return FileResult(image_id, None, f"file unreadable: {error.strerror or type(error).__name__}")
-    except Exception as error:  # per-file boundary: see the docstring
-        return FileResult(image_id, None, _reason("reading the file", error))
-    try:
-        ct_slice = read_ct_slice(data, image_id, job.rsna_pixel_fix)
-    except UnusableSlice as error:
-        return FileResult(image_id, None, _clip(str(error)))
-    except BaseException as error:  # damaged headers make pydicom raise almost anything, some of it lazily
-        if not _caused_by_the_file(error):
-            raise
-        return FileResult(image_id, None, _reason("decoding the DICOM", error))
-    try:
-        rgb = render_rgb(ct_slice, job.image_size, job.windows)
+        png = encode_png(rendered.rgb)
     except Exception as error:
-        return FileResult(image_id, None, _reason("windowing", error))
-    try:
-        png = encode_png(rgb)
-    except Exception as error:
-        return FileResult(image_id, None, _reason("PNG encoding", error))
+        return FileResult(image_id, None, step_failed("PNG encoding", error))
     write_file(target, png)
-    return FileResult(image_id, ct_slice.metadata, None)
-
-
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def _reuse_freed_memory() -> None:
-    """Make glibc's malloc keep the few MB each file needs on its heap instead of mapping and unmapping them.
-
-    Every file allocates arrays of 0.5-1 MB (the file, its stored and int32 pixels, the RGBA gather), above
-    glibc's default threshold for fresh ``mmap`` pages: each one was faulted in and zeroed again, about 1,000
-    page faults per file and a third of a worker's CPU time. Other C libraries keep their own behaviour.
-    """
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, ValueError):  # not glibc
-        return
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    return FileResult(image_id, rendered.metadata, None)
 
 
 def process_many(
@@ -162,7 +104,7 @@ def process_many(
     in_process = file_timeout_s is None and (workers == 1 or len(ids) < 2 * workers)
     results = map_in_order(
         partial(process_file, job=job), ids, workers=workers, timeout_s=file_timeout_s,
-        initializer=_reuse_freed_memory, in_process=in_process,
+        initializer=reuse_freed_memory, in_process=in_process,
     )
     for result in results:
         yield FileResult(result.item, None, result.reason) if isinstance(result, TaskFailure) else result

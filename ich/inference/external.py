@@ -102,7 +102,7 @@ def external_quarantine(prediction: Prediction, rejected: pd.DataFrame, labels: 
 
 
 def build_parser(prog: str = "python -m ich.inference.external") -> argparse.ArgumentParser:
-    from ich.inference.predict import non_negative_int, positive_int, probability
+    from ich.inference.cli import non_negative_int, positive_int, probability
 
     parser = argparse.ArgumentParser(prog=prog, description="Score a trained model on an external labelled set of head-CT DICOMs, without retraining.")
     parser.add_argument("--dicom-dir", required=True, help="folder of DICOM files (searched recursively; any file names)")
@@ -128,7 +128,9 @@ def run_evaluate_external(args: argparse.Namespace) -> dict[str, object]:
     Raises:
         PipelineError: unusable labels CSV, no DICOMs, no model folder, or no labelled image predicted.
     """
-    from ich.inference.predict import check_model_folder, load_model_folder, predict_files, scan_folder
+    from ich.inference.cli import check_model_folder, load_model_folder
+    from ich.inference.predict import predict_files
+    from ich.inference.scan import scan_folder
 
     if not args.file_timeout_s > 0:
         raise PipelineError(f"--file-timeout-s must be > 0 seconds. Received: {args.file_timeout_s}")
@@ -139,14 +141,14 @@ def run_evaluate_external(args: argparse.Namespace) -> dict[str, object]:
     parsed = parse_long_csv(args.labels_csv)
     if parsed.wide.empty:
         raise PipelineError(f"{args.labels_csv}: no usable label rows ({len(parsed.rejected)} rejected, e.g. {parsed.rejected['reason'].iloc[0]!r}).")
-    scan = scan_folder(args.dicom_dir, args.workers, exclude=out, progress=not args.no_progress)
+    scan = scan_folder(args.dicom_dir, workers=args.workers, exclude=out, progress=not args.no_progress)
     model: LoadedModel = load_model_folder(args.models)
     prediction = predict_files(model, scan, tta=args.tta, batch_size=args.batch_size, workers=args.workers,
                                chunk_images=args.chunk_images, file_timeout_s=args.file_timeout_s, progress=not args.no_progress)
     out.mkdir(parents=True, exist_ok=True)
     quarantine = external_quarantine(prediction, parsed.rejected, parsed.wide)
     write_csv(quarantine, out / "quarantine.csv")
-    metrics, rows = external_metrics(prediction, parsed.wide, model.card, args.threshold, args.bootstrap_draws, args.seed)
+    metrics, rows = external_metrics(prediction, parsed.wide, model.card, threshold=args.threshold, draws=args.bootstrap_draws, seed=args.seed)
     metrics["external"] = {
         "dicom_dir": str(args.dicom_dir),
         "labels_csv": str(args.labels_csv),

@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 __all__ = [
+    "check_backbone",
     "HEAD_LAYER",
     "BACKBONES",
     "backbone_names",
@@ -143,6 +144,16 @@ BACKBONES: dict[str, BackboneSpec] = {
 def backbone_names(family: str | None = None) -> list[str]:
     """Registered backbone names, optionally of one family."""
     return [name for name, spec in BACKBONES.items() if family is None or spec.family == family]
+
+
+def check_backbone(name: str, family: str) -> str:
+    """``name`` when it is a backbone of ``family`` (``efficientnetv2`` or ``convnext``), else a ValueError naming the
+    ``model`` param and listing the choices."""
+    choices = backbone_names(family)
+    if name not in choices:
+        key = "efficientnet" if family == "efficientnetv2" else "convnext"
+        raise ValueError(f"`model.{key}` must be one of {', '.join(choices)}. Received: {name!r}")
+    return name
 
 
 def _spec(name: str, family: str | None = None) -> BackboneSpec:

@@ -16,7 +16,15 @@ import numpy as np
 
 from ich.core.files import atomic_write_bytes, atomic_write_text
 from ich.core.labels import LABELS
-from ich.reports.charts import calibration_spec, png_size, precision_recall_spec, read_training_curves, render_png, roc_spec, training_specs
+from ich.reports.charts import (
+    calibration_spec,
+    png_size,
+    precision_recall_spec,
+    read_training_curves,
+    render_png,
+    roc_spec,
+    training_specs,
+)
 from ich.reports.templating import render_page
 
 __all__ = ["LABEL_COLUMNS", "report_html", "write_report", "evaluation_charts"]
@@ -75,7 +83,14 @@ class Figure:
 def _overall_rows(summary: Mapping) -> list[OverallRow]:
     rows = []
     if "weighted_log_loss" in summary:
-        rows.append(OverallRow("weighted log loss (any ×2, subtypes ×1)", summary["weighted_log_loss"], "loss", summary.get("weighted_log_loss_ci95")))
+        rows.append(
+            OverallRow(
+                "weighted log loss (any ×2, subtypes ×1)",
+                summary["weighted_log_loss"],
+                "loss",
+                summary.get("weighted_log_loss_ci95"),
+            )
+        )
     if "mean_subtype_auc" in summary:
         rows.append(OverallRow("mean subtype AUC", summary["mean_subtype_auc"], "metric"))
     by_model = summary.get("by_model")
@@ -96,14 +111,23 @@ def report_html(images: Mapping[str, bytes], title: str, summary: Mapping | None
     summary = summary or {}
     labels = [label for label in LABELS if isinstance(summary.get(label), Mapping)]
     columns = [column for column in LABEL_COLUMNS if any(column.key in summary[label] for label in labels)]
-    label_rows = [LabelRow(label, {column.key: summary[label].get(column.key) for column in columns}) for label in labels] if columns else []
+    label_rows = (
+        [LabelRow(label, {column.key: summary[label].get(column.key) for column in columns}) for label in labels]
+        if columns
+        else []
+    )
     figures = []
     for name, png in images.items():
         width, height = png_size(png)
         figures.append(Figure(name, png, round(width / scale), round(height / scale)))
     return render_page(
-        "evaluation.html", title=title, heading=title, label_columns=columns, label_rows=label_rows,
-        overall_rows=_overall_rows(summary), figures=figures,
+        "evaluation.html",
+        title=title,
+        heading=title,
+        label_columns=columns,
+        label_rows=label_rows,
+        overall_rows=_overall_rows(summary),
+        figures=figures,
     )
 
 

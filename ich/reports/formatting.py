@@ -66,8 +66,13 @@ def millimetres(value: object) -> str:
 
 def count(value: object) -> str:
     """A count of images, series or files: ``40`` (an integral float too; other numbers as :func:`metric`)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) and float(value).is_integer():
-        return str(int(value))
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+        and float(value).is_integer()
+    ):
+        return str(int(float(value)))
     return metric(value)
 
 

@@ -132,8 +132,14 @@ class ReportCollector:
     ``model`` is used only for :meth:`ModelInputs.model_inputs`, when there is an explainer.
     """
 
-    def __init__(self, model: ModelInputs, thresholds: Mapping[str, float], max_series: int, explain_slices: int,
-                 explainer: Explains | None) -> None:
+    def __init__(
+        self,
+        model: ModelInputs,
+        thresholds: Mapping[str, float],
+        max_series: int,
+        explain_slices: int,
+        explainer: Explains | None,
+    ) -> None:
         self.model, self.thresholds = model, dict(thresholds)
         self.max_series, self.explain_slices, self.explainer = max_series, explain_slices, explainer
         self.explain_error: str | None = None
@@ -169,7 +175,9 @@ class ReportCollector:
             else:
                 heapq.heappush(self._heap, (*key, view))
 
-    def _explain(self, explainer: Explains, view: SeriesView, frame: pd.DataFrame, images: np.ndarray, ordered: np.ndarray) -> None:
+    def _explain(
+        self, explainer: Explains, view: SeriesView, frame: pd.DataFrame, images: np.ndarray, ordered: np.ndarray
+    ) -> None:
         flagged = np.flatnonzero(view.flags.any(axis=1))
         if not len(flagged):
             return
@@ -243,12 +251,19 @@ def _section(number: int, view: SeriesView, thresholds: Mapping[str, float], cha
         f"{label} ({int(view.flags[:, index].sum())} slices)" for index, label in enumerate(LABELS) if view.flags[:, index].any()
     )
     slices = [
-        _Slice(image_id, float(view.z[place]), float(view.probabilities[place, _ANY]),
-               [label for index, label in enumerate(LABELS) if view.flags[place, index]], view.thumbnails[place])
+        _Slice(
+            image_id,
+            float(view.z[place]),
+            float(view.probabilities[place, _ANY]),
+            [label for index, label in enumerate(LABELS) if view.flags[place, index]],
+            view.thumbnails[place],
+        )
         for place, image_id in enumerate(view.ids)
     ]
     overlays = [
-        _Overlay(image_id, label, float(view.probabilities[view.ids.index(image_id), LABELS.index(label)]), thresholds[label], png)
+        _Overlay(
+            image_id, label, float(view.probabilities[view.ids.index(image_id), LABELS.index(label)]), thresholds[label], png
+        )
         for (image_id, label), png in view.overlays.items()
     ]
     return _Section(number, view.series_uid, view.score, flagged, slices, chart_png, overlays)
@@ -257,7 +272,9 @@ def _section(number: int, view: SeriesView, thresholds: Mapping[str, float], cha
 def _series_rows(series: pd.DataFrame, anchors: Mapping[str, int]) -> list[_SeriesRow]:
     return [
         _SeriesRow(
-            str(record["SeriesInstanceUID"]), anchors.get(str(record["SeriesInstanceUID"])), int(record["slices"]),
+            str(record["SeriesInstanceUID"]),
+            anchors.get(str(record["SeriesInstanceUID"])),
+            int(record["slices"]),
             [_Cell(float(record[label]), int(record[f"{label}_flagged"])) for label in LABELS],
         )
         for record in series.to_dict("records")
@@ -284,7 +301,9 @@ def predict_report_html(
             ``tta``, ``thresholds_from`` (a missing one shows as missing).
     """
     anchors = {view.series_uid: number for number, view in enumerate(views)}
-    model = f"{summary.get('arch')} at {summary.get('image_size')} px" + (", with the sequence model" if summary.get("sequence_model") else "")
+    model = f"{summary.get('arch')} at {summary.get('image_size')} px" + (
+        ", with the sequence model" if summary.get("sequence_model") else ""
+    )
     settings = [
         ("images predicted", count(summary.get("images_predicted"))),
         ("series", count(summary.get("series"))),
@@ -336,8 +355,14 @@ def _write_explanations(out: Path, views: Sequence[SeriesView]) -> int:
     return written
 
 
-def write_predict_report(out: Path, collector: ReportCollector, series: pd.DataFrame, quarantine: pd.DataFrame,
-                         thresholds: Mapping[str, float], summary: dict[str, object]) -> Path:
+def write_predict_report(
+    out: Path,
+    collector: ReportCollector,
+    series: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    thresholds: Mapping[str, float],
+    summary: dict[str, object],
+) -> Path:
     """Write ``out/report.html`` and ``out/explanations/``; adds ``explanation_images`` to ``summary``.
 
     Args:
@@ -349,7 +374,9 @@ def write_predict_report(out: Path, collector: ReportCollector, series: pd.DataF
     if collector.explain_error:
         notes.append(f"Grad-CAM failed and was turned off: {collector.explain_error}")
     elif not summary.get("explanations"):
-        notes.append("No Grad-CAM overlays in this report (turned off with --no-explain, --explain-slices 0 or --report-series 0).")
+        notes.append(
+            "No Grad-CAM overlays in this report (turned off with --no-explain, --explain-slices 0 or --report-series 0)."
+        )
     summary["explanation_images"] = _write_explanations(out, views)
     page = predict_report_html(views, charts, series, quarantine, thresholds, summary, notes)
     path = out / "report.html"

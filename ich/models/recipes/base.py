@@ -12,18 +12,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ich.core.errors import PipelineError
+from ich.models.recipes import RecipeError
 from ich.models.networks import HEAD_LAYER
 
 if TYPE_CHECKING:  # the trainer is handed in by the train stage; inference never imports training code
     from ich.core.params import ModelParams
     from ich.training.trainer import Trainer
 
-__all__ = ["Recipe", "RecipeError", "CamTarget", "register", "get_recipe", "recipe_names"]
-
-
-class RecipeError(PipelineError, ValueError):
-    """A recipe cannot be built or trained as asked (unknown name, unusable data); the message says why."""
+__all__ = ["Recipe", "CamTarget", "register", "registered", "registered_names", "images_only"]
 
 
 @dataclass(frozen=True)
@@ -134,21 +130,14 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def recipe_names() -> list[str]:
-    """Every registered ``model.arch``, in registration order."""
+def registered_names() -> list[str]:
+    """Every registered ``model.arch``, in registration order (see :func:`ich.models.recipes.recipe_names`)."""
     return list(_REGISTRY)
 
 
-def get_recipe(name: str) -> Recipe:
-    """The recipe registered as ``name``.
-
-    Raises:
-        RecipeError: listing every registered name when ``name`` is not one of them.
-    """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise RecipeError(f"`model.arch` must be one of {', '.join(_REGISTRY)}. Received: {name!r}") from None
+def registered(name: str) -> Recipe | None:
+    """The recipe registered as ``name``, or None (:func:`ich.models.recipes.get_recipe` says what is known)."""
+    return _REGISTRY.get(name)
 
 
 def images_only(images: tf.data.Dataset) -> tf.data.Dataset:

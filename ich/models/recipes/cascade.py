@@ -19,7 +19,8 @@ import numpy as np
 from ich.evaluation.metrics import combine_cascade
 from ich.core.labels import ANY, SUBTYPES
 from ich.models.networks import build_any_classifier, build_subtype_fusion
-from ich.models.recipes.base import CamTarget, Recipe, RecipeError, register
+from ich.models.recipes import RecipeError
+from ich.models.recipes.base import CamTarget, Recipe, register
 
 if TYPE_CHECKING:
     from ich.core.params import ModelParams

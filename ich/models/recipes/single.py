@@ -10,7 +10,8 @@ import numpy as np
 
 from ich.core.labels import LABELS
 from ich.models.networks import build_single
-from ich.models.recipes.base import CamTarget, Recipe, RecipeError, register
+from ich.models.recipes import RecipeError
+from ich.models.recipes.base import CamTarget, Recipe, register
 
 if TYPE_CHECKING:
     from ich.core.params import ModelParams

@@ -60,7 +60,9 @@ def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10, str
     y_true = np.asarray(y_true).ravel()
     y_prob = np.asarray(y_prob, dtype=np.float64).ravel()
     if len(y_true) != len(y_prob) or len(y_true) == 0:
-        raise ValueError(f"y_true and y_prob must be two non-empty arrays of one length. Received: {len(y_true)} and {len(y_prob)}")
+        raise ValueError(
+            f"y_true and y_prob must be two non-empty arrays of one length. Received: {len(y_true)} and {len(y_prob)}"
+        )
     if not np.isin(y_true, (0, 1)).all():
         raise ValueError(f"y_true must hold only 0 and 1. Received the values {np.unique(y_true)[:10].tolist()}")
     observed, mean_predicted = calibration_curve(y_true.astype(int), y_prob, n_bins=int(bins), strategy=strategy)
@@ -87,8 +89,13 @@ def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10, str
 
 
 def calibration_spec(
-    y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, bins: int = 10, strategy: str = "uniform",
-    columns: int = 3, title: str = "Calibration (reliability)",
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    labels: Sequence[str] = LABELS,
+    bins: int = 10,
+    strategy: str = "uniform",
+    columns: int = 3,
+    title: str = "Calibration (reliability)",
 ) -> dict:
     """Per label, mean predicted probability vs observed frequency in bins, with the diagonal.
 
@@ -131,8 +138,11 @@ def calibration_spec(
         {"field": "count", "type": "quantitative", "title": "images"},
     ]
     return {
-        "title": {"text": title, "subtitle": f"{len(y_true)} images, {bins} {'equal-width' if strategy == 'uniform' else 'quantile'} bins per label "
-        "(point size: images in the bin); dashed: perfect calibration"},
+        "title": {
+            "text": title,
+            "subtitle": f"{len(y_true)} images, {bins} {'equal-width' if strategy == 'uniform' else 'quantile'} bins per label "
+            "(point size: images in the bin); dashed: perfect calibration",
+        },
         "data": {"values": values},
         "facet": {"field": "label", "type": "nominal", "sort": list(labels), "title": None},
         "columns": columns,
@@ -142,7 +152,12 @@ def calibration_spec(
             "layer": [
                 {
                     "mark": {"type": "rule", "color": "#999999", "strokeDash": [5, 5], "strokeWidth": 1},
-                    "encoding": {"x": {"datum": 0, "scale": scale}, "y": {"datum": 0, "scale": scale}, "x2": {"datum": 1}, "y2": {"datum": 1}},
+                    "encoding": {
+                        "x": {"datum": 0, "scale": scale},
+                        "y": {"datum": 0, "scale": scale},
+                        "x2": {"datum": 1},
+                        "y2": {"datum": 1},
+                    },
                 },
                 {
                     "mark": {"type": "line", "strokeWidth": 2},
@@ -154,7 +169,13 @@ def calibration_spec(
                         "x": x,
                         "y": y,
                         "color": color,
-                        "size": {"field": "count", "type": "quantitative", "title": "images in bin", "scale": {"range": [20, 160]}, "legend": None},
+                        "size": {
+                            "field": "count",
+                            "type": "quantitative",
+                            "title": "images in bin",
+                            "scale": {"range": [20, 160]},
+                            "legend": None,
+                        },
                         "tooltip": tooltip,
                     },
                 },

@@ -65,7 +65,12 @@ def roc_spec(
                 "data": {"values": values},
                 "mark": {"type": "line", "strokeWidth": 2, "interpolate": "linear"},
                 "encoding": {
-                    "x": {"field": "fpr", "type": "quantitative", "title": "false positive rate (1 - specificity)", "scale": scale},
+                    "x": {
+                        "field": "fpr",
+                        "type": "quantitative",
+                        "title": "false positive rate (1 - specificity)",
+                        "scale": scale,
+                    },
                     "y": {"field": "tpr", "type": "quantitative", "title": "true positive rate (sensitivity)", "scale": scale},
                     "order": {"field": "order", "type": "quantitative"},
                     "color": {
@@ -132,14 +137,25 @@ def precision_recall_spec(
             )
         baselines.append({"label": label, "series": name, "prevalence": rounded(prevalence)})
     scale = dict(UNIT_SCALE)
-    color = {"field": "series", "type": "nominal", "title": "label", "scale": label_scale(series, labels), "legend": {"orient": "right"}}
+    color = {
+        "field": "series",
+        "type": "nominal",
+        "title": "label",
+        "scale": label_scale(series, labels),
+        "legend": {"orient": "right"},
+    }
     layers = [
         {
             "data": {"values": values},
             "mark": {"type": "line", "strokeWidth": 2, "interpolate": "step-before"},
             "encoding": {
                 "x": {"field": "recall", "type": "quantitative", "title": "recall (sensitivity)", "scale": scale},
-                "y": {"field": "precision", "type": "quantitative", "title": "precision (positive predictive value)", "scale": scale},
+                "y": {
+                    "field": "precision",
+                    "type": "quantitative",
+                    "title": "precision (positive predictive value)",
+                    "scale": scale,
+                },
                 "order": {"field": "order", "type": "quantitative"},
                 "color": color,
                 "tooltip": [

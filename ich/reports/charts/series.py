@@ -40,8 +40,14 @@ def probability_chart_spec(z: np.ndarray, probabilities: np.ndarray, thresholds:
         for index, label in enumerate(LABELS)
     ]
     rules = [{"label": label, "threshold": rounded(thresholds[label])} for label in LABELS]
-    color = {"field": "label", "type": "nominal", "title": None, "sort": list(LABELS), "scale": label_scale(LABELS, LABELS),
-             "legend": {"orient": "right"}}
+    color = {
+        "field": "label",
+        "type": "nominal",
+        "title": None,
+        "sort": list(LABELS),
+        "scale": label_scale(LABELS, LABELS),
+        "legend": {"orient": "right"},
+    }
     x_title = "slice position z (mm)" if by_position else "slice (z order)"
     return {
         "title": {"text": title, "subtitle": "probability per label along z; dashed: each label's threshold"} if title else None,

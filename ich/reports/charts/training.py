@@ -17,6 +17,7 @@ __all__ = ["SPLIT_NAMES", "read_training_curves", "training_spec", "training_spe
 SPLIT_NAMES: dict[str, str] = {"train": "train", "eval": "validation"}
 _SPLIT_COLORS = {"train": "#0072B2", "validation": "#D55E00"}
 
+
 def read_training_curves(folder: str | os.PathLike) -> pd.DataFrame:
     """Read dvclive's per-epoch TSVs, ``<folder>/<network>/<train|eval>/<metric>.tsv``, into one long table.
 
@@ -91,9 +92,7 @@ def training_spec(curves: pd.DataFrame, network: str, columns: int = 4) -> dict:
     """
     own = curves[curves["network"] == network]
     if own.empty:
-        raise ValueError(
-            f"No training curves for network {network!r}. Networks present: {sorted(curves['network'].unique())}"
-        )
+        raise ValueError(f"No training curves for network {network!r}. Networks present: {sorted(curves['network'].unique())}")
     metrics = sorted(own["metric"].unique(), key=_metric_order)
     values = [
         {"split": row.split, "metric": row.metric, "epoch": int(row.step), "value": rounded(row.value)}

@@ -1,0 +1,246 @@
+"""`ich predict`: a trained model on new studies. A folder of CT DICOMs in; per-slice and per-series
+probabilities, a Kaggle submission, the quarantine and an offline report out.
+
+    python -m ich.predict DICOM_DIR --models models --out OUT [--tta] [--threshold X] [--batch-size N] [--workers N]
+
+The folder is searched recursively and file names do not matter. Every file's header is read first (in
+parallel, no pixel data) to find its image ID, series and slice position (:mod:`ich.inference.scan`); then whole
+series, a chunk at a time, are decoded and rendered in memory by the preprocess stage's own per-file code in
+worker processes (:mod:`ich.inference.render`: same windows, same resizing, same timeouts and quarantine reasons),
+while the model predicts the chunk before (:mod:`ich.inference.predict`). Memory stays flat however many studies
+there are.
+
+Outputs (each written atomically, :mod:`ich.inference.outputs`) in ``OUT/``:
+
+- ``slices.csv``: ``ID``, ``SeriesInstanceUID``, ``position_z``, one probability column per label (the final
+  predictions: the sequence model's when the model folder has one), ``cnn_<label>`` (the CNN alone) when it
+  has, and ``file`` (the path under DICOM_DIR); series after series, each in z order.
+- ``series.csv``: one row per series: ``slices``, per label the series score (the highest slice probability)
+  and ``<label>_flagged`` (slices at or above the label's threshold).
+- ``submission.csv``: Kaggle's ``ID,Label`` with ``<ID>_<label>``, six rows per usable image. Quarantined
+  images are not in it.
+- ``quarantine.csv``: ``ID,reason,file`` for every file that could not be used (``ID`` empty when none was
+  found).
+- ``report.html`` (one offline page) and ``explanations/<ID>_<label>.png`` (Grad-CAM overlays), see
+  :mod:`ich.reports.predict_page`; ``summary.json``: counts, thresholds and settings of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ich.core.errors import PipelineError
+from ich.core.files import write_csv, write_json
+from ich.core.labels import LABELS
+from ich.inference.outputs import OUTPUT_FILES, write_outputs
+from ich.inference.predict import predict_files
+from ich.inference.scan import scan_folder
+
+if TYPE_CHECKING:
+    from ich.inference.explain import Explainer
+    from ich.inference.loading import LoadedModel
+
+__all__ = [
+    "positive_int",
+    "non_negative_int",
+    "probability",
+    "build_parser",
+    "check_model_folder",
+    "load_model_folder",
+    "run_predict",
+    "main",
+]
+
+_PROG = "python -m ich.predict"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more. Received: {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1]. Received: {text}")
+    return value
+
+
+def build_parser(prog: str = _PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Predict intracranial hemorrhage on a folder of head-CT DICOMs with a trained model. Research use only.",
+    )
+    parser.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder of DICOM files (searched recursively; any file names)")
+    parser.add_argument("--models", default="models", help="trained model folder (with model.json); default: models")
+    parser.add_argument("--out", required=True, help="output folder (created; existing outputs of a previous run are replaced)")
+    parser.add_argument("--tta", action="store_true", help="average each image with its horizontal mirror")
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        default=None,
+        help="one decision threshold for every label (default: the model card's per-label thresholds, tuned on validation)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per model batch (default 64)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, help="processes reading and rendering DICOMs; 0 = all cores (default)"
+    )
+    parser.add_argument(
+        "--chunk-images",
+        type=positive_int,
+        default=256,
+        help="images (whole series) rendered and predicted at a time (default 256)",
+    )
+    parser.add_argument(
+        "--file-timeout-s", type=float, default=60.0, help="a file taking longer to decode is quarantined (default 60)"
+    )
+    parser.add_argument(
+        "--explain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Grad-CAM overlays of flagged slices in the report (default on)",
+    )
+    parser.add_argument(
+        "--explain-slices", type=non_negative_int, default=3, help="flagged slices per series that get Grad-CAM maps (default 3)"
+    )
+    parser.add_argument(
+        "--report-series",
+        type=non_negative_int,
+        default=50,
+        help="series shown in full in report.html, those with the highest P(any) (default 50; every series is in its table)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def check_model_folder(models: str | os.PathLike) -> Path:
+    folder = Path(models)
+    if not (folder / "model.json").is_file():
+        raise PipelineError(
+            f"Model folder {str(folder)!r} not found or without model.json. Pass --models with the folder `dvc repro train` writes (models/)."
+        )
+    return folder
+
+
+def load_model_folder(models: str | os.PathLike) -> LoadedModel:
+    """:func:`ich.inference.loading.load_models`, its problems as one-line errors (TensorFlow is imported here, not before)."""
+    folder = check_model_folder(models)
+    from ich.inference.loading import load_models
+
+    try:
+        return load_models(folder)
+    except (ValueError, KeyError, OSError) as error:
+        raise PipelineError(f"Could not load the model folder {str(folder)!r}: {error}") from error
+
+
+def _thresholds(card: dict[str, Any], threshold: float | None) -> dict[str, float]:
+    """One threshold for every label when given, else the card's per-label thresholds (0.5 where it has none)."""
+    if threshold is not None:
+        return {label: float(threshold) for label in LABELS}
+    tuned = card.get("thresholds") or {}
+    return {label: float(tuned.get(label, 0.5)) for label in LABELS}
+
+
+def run_predict(
+    args: argparse.Namespace, explainer_factory: Callable[[LoadedModel], Explainer] | None = None
+) -> dict[str, object]:
+    """The command's work after parsing (see the module docstring); returns the summary written to ``summary.json``.
+
+    Raises:
+        PipelineError: no DICOM files, no model folder, or not one usable image.
+    """
+    from ich.reports.predict_page import ReportCollector, write_predict_report
+
+    if args.file_timeout_s is not None and not args.file_timeout_s > 0:
+        raise PipelineError(f"--file-timeout-s must be > 0 seconds. Received: {args.file_timeout_s}")
+    out = Path(args.out)
+    models_dir = check_model_folder(args.models)  # before the scan: a wrong folder fails at once
+    scan = scan_folder(args.dicom_dir, workers=args.workers, exclude=out, progress=not args.no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:  # a previous run's outputs must not pass for this run's if it stops early
+        (out / name).unlink(missing_ok=True)
+    model = load_model_folder(args.models)
+    thresholds = _thresholds(model.card, args.threshold)
+    explainer = None
+    if args.explain and args.explain_slices > 0 and args.report_series > 0:
+        from ich.inference.explain import gradcam_explainer  # TensorFlow's Grad-CAM: imported only when maps are made
+
+        explainer = (explainer_factory or gradcam_explainer)(model)
+    collector = ReportCollector(
+        model=model, thresholds=thresholds, max_series=args.report_series, explain_slices=args.explain_slices, explainer=explainer
+    )
+    prediction = predict_files(
+        model,
+        scan,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        chunk_images=args.chunk_images,
+        file_timeout_s=args.file_timeout_s,
+        progress=not args.no_progress,
+        on_chunk=collector.add,
+    )
+    if prediction.slices.empty:
+        write_csv(prediction.quarantine, out / "quarantine.csv")
+        reasons = Counter(prediction.quarantine["reason"]).most_common(3)
+        raise PipelineError(
+            f"None of the {scan.found} files under {str(args.dicom_dir)!r} could be used. Most common: "
+            + "; ".join(f"{count} x {reason}" for reason, count in reasons)
+            + f". Every file and its reason is in {out / 'quarantine.csv'}."
+        )
+    series = write_outputs(out, prediction, thresholds)
+    summary = {
+        **prediction.counts,
+        "models": str(models_dir),
+        "arch": model.card.get("arch"),
+        "image_size": model.image_size,
+        "sequence_model": prediction.sequence,
+        "tta": bool(args.tta),
+        "thresholds": thresholds,
+        "thresholds_from": "--threshold" if args.threshold is not None else "model card (tuned on validation)",
+        "explanations": explainer is not None,
+    }
+    write_predict_report(
+        out=out, collector=collector, series=series, quarantine=prediction.quarantine, thresholds=thresholds, summary=summary
+    )
+    write_json(summary, out / "summary.json")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None, prog: str = _PROG) -> None:
+    """The command line (see the module docstring): errors a user can fix print one line and exit 1."""
+    from ich.core.runner import run_stage
+
+    args = build_parser(prog).parse_args(argv)
+    # Series of different lengths give batches of different shapes; TensorFlow's notes on retracing them are noise here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+    def work() -> None:
+        summary = run_predict(args)
+        print(
+            f"predicted {summary['images_predicted']} images in {summary['series']} series; {summary['quarantined']} files "
+            f"quarantined; outputs in {args.out}",
+            file=sys.stderr,
+        )
+
+    run_stage(work)
+
+
+if __name__ == "__main__":
+    main()
