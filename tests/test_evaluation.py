@@ -4,7 +4,8 @@ import pytest
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import log_loss
 
-from ich.evaluation.metrics import combine_cascade, evaluate_predictions, label_metrics, tune_thresholds, weighted_log_loss
+from ich.evaluation.metrics import evaluate_predictions, label_metrics, tune_thresholds, weighted_log_loss
+from ich.models.combination import combine_cascade
 from ich.core.labels import LABELS
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ich.evaluation.metrics import (
+from ich.evaluation.bootstrap import (
     bootstrap_counts,
     bootstrap_draws,
     bootstrap_intervals,

@@ -57,7 +57,7 @@ def test_rsna_layout_labels_and_quirks(tmp_path):
 
 
 def test_hemorrhage_is_acute_blood_density(tmp_path):
-    from ich.data.synth import Lesion, render_slice
+    from ich.data.phantom import Lesion, render_slice
 
     rng = np.random.default_rng(0)
     texture = np.zeros((64, 64), dtype=np.float32)

@@ -7,7 +7,7 @@ works on a "wide" table with one row per image: column ``ID`` and one 0/1 column
 
 from __future__ import annotations
 
-__all__ = ["ANY", "SUBTYPES", "LABELS", "RSNA_ROW_ORDER"]
+__all__ = ["ANY", "SUBTYPES", "LABELS", "RSNA_ROW_ORDER", "LOG_LOSS_WEIGHTS", "LOG_LOSS_EPS"]
 
 ANY = "any"
 SUBTYPES: tuple[str, ...] = (
@@ -21,3 +21,8 @@ SUBTYPES: tuple[str, ...] = (
 LABELS: tuple[str, ...] = (ANY, *SUBTYPES)
 #: Order of the six rows per image in the RSNA CSV.
 RSNA_ROW_ORDER: tuple[str, ...] = (*SUBTYPES, ANY)
+#: RSNA 2019 competition weights of the weighted log loss: ``any`` counts twice, each subtype once (sum 7).
+LOG_LOSS_WEIGHTS: dict[str, float] = {ANY: 2.0, **{subtype: 1.0 for subtype in SUBTYPES}}
+#: Predictions are clipped to ``[eps, 1 - eps]`` before the log, as the RSNA 2019 Kaggle metric did
+#: (scikit-learn's ``log_loss`` default at the time).
+LOG_LOSS_EPS = 1e-15

@@ -245,7 +245,7 @@ class ModelParams(_Section):
     dropout: float = Field(ge=0.0, lt=1.0)
     fusion_units: int = Field(ge=2)
     online_augmentation: bool
-    # How a cascade's two stages give the final subtype probabilities (see ich.evaluation.metrics.combine_cascade);
+    # How a cascade's two stages give the final subtype probabilities (see ich.models.combination.combine_cascade);
     # the validation thresholds are tuned with it, and the model card carries both to inference.
     combination: Literal["product", "gate"]
     gate_threshold: float = Field(gt=0.0, lt=1.0)

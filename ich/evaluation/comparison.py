@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ich.evaluation.metrics import bootstrap_counts, bootstrap_draws, percentile_interval, weighted_log_loss
+from ich.evaluation.bootstrap import bootstrap_counts, bootstrap_draws, percentile_interval
+from ich.evaluation.metrics import weighted_log_loss
 from ich.core.labels import LABELS
 
 __all__ = ["metrics_summary", "paired_log_loss_change"]

@@ -39,7 +39,7 @@ def model_card(
         image_size: input side in pixels; windows: ``preprocess.windows`` (R, G, B; HU).
         weights: the starting weights (``model.weights``).
         thresholds: per-label decision thresholds tuned on the validation split with ``combination``.
-        combination, gate_threshold: how a cascade's stages combine (:func:`ich.evaluation.metrics.combine_cascade`).
+        combination, gate_threshold: how a cascade's stages combine (:func:`ich.models.combination.combine_cascade`).
         extra: further facts of the run (training images, positive weights, precision).
     """
     return {

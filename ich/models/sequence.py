@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ich.evaluation.metrics import LOG_LOSS_WEIGHTS
+from ich.core.labels import LOG_LOSS_WEIGHTS
 from ich.core.labels import LABELS
 
 __all__ = [

@@ -3,7 +3,7 @@
 - ``stage1``: EfficientNetV2 -> one sigmoid, P(any), trained on every training image;
 - ``stage2``: EfficientNetV2 and ConvNeXt side by side, attention fusion -> five sigmoids,
   P(subtype | hemorrhage), trained on hemorrhage-positive images only;
-- final probabilities: ``any = P(any)``, each subtype by :func:`ich.evaluation.metrics.combine_cascade`.
+- final probabilities: ``any = P(any)``, each subtype by :func:`ich.models.combination.combine_cascade`.
 
 ``cascade_warmstart`` is the same, with stage 2's EfficientNetV2 starting from stage 1's trained backbone.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ich.evaluation.metrics import combine_cascade
+from ich.models.combination import combine_cascade
 from ich.core.labels import ANY, SUBTYPES
 from ich.models.networks import build_any_classifier, build_subtype_fusion
 from ich.models.recipes import RecipeError
