@@ -121,7 +121,7 @@ def pointing_game(
     inputs = model.model_inputs(images, series, table["position_z"].astype(float).tolist(), ids)
     # Grad-CAM explains the CNN, so the true positives are the CNN's, at the card's thresholds tuned for it.
     probabilities = model.predict(image_batches(inputs, batch_size))
-    thresholds = model.card.get("cnn_thresholds", model.card["thresholds"])  # with a sequence model, "thresholds" are its own
+    thresholds = model.card.cnn_thresholds or model.card.thresholds  # with a sequence model, "thresholds" are its own
     level = auto_level(size) if level is None else level
     config = section(load_params(params), "synthesize", SynthesizeParams)
 

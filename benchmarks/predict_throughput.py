@@ -49,7 +49,7 @@ def main() -> None:
         series_seen.add(item.series_uid)
         chosen.append(item)
     model = load_model_folder(args.models)
-    windows = windows_from_params(model.card["windows"])
+    windows = windows_from_params(model.card.windows)
     chunks = plan_chunks([item.series_uid for item in chosen], args.chunk_images)
 
     with tempfile.TemporaryDirectory(prefix="predict-benchmark-") as work:
@@ -88,7 +88,7 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
             rates[name] = len(chosen) / statistics.median(times)
 
-    print(f"{len(chosen)} images in {len(series_seen)} series, {model.image_size} px, arch {model.card.get('arch')}"
+    print(f"{len(chosen)} images in {len(series_seen)} series, {model.image_size} px, arch {model.card.arch}"
           f"{' + sequence model' if model.sequence is not None else ''}, batch {args.batch_size}, chunks of ~{args.chunk_images}, "
           f"workers {args.workers or os.cpu_count()}, tta {args.tta}; {platform.machine()} with {os.cpu_count()} cores; "
           f"medians of {args.repeats} runs")

@@ -46,14 +46,14 @@ def main() -> None:
             draws=params.bootstrap_draws, seed=params.seed,
         )
 
-    metrics = scores(predicted["val"].final, predicted["test"].final, model.card["thresholds"])
+    metrics = scores(predicted["val"].final, predicted["test"].final, model.card.thresholds)
     if model.sequence is not None:
-        cnn = scores(predicted["val"].cnn, predicted["test"].cnn, model.card["cnn_thresholds"])
+        cnn = scores(predicted["val"].cnn, predicted["test"].cnn, model.card.cnn_thresholds)
         metrics["by_model"] = {"cnn": cnn, "sequence": {key: value for key, value in metrics.items()}}
         metrics["context_gain"] = paired_log_loss_change(
             truth["test"], predicted["test"].cnn, predicted["test"].final, test["PatientID"].to_numpy(), params.bootstrap_draws, params.seed
         )
-    metrics["combination"] = model.card["combination"]
+    metrics["combination"] = model.card.combination
     write_json(metrics, METRICS)
     probabilities = predicted["test"].final
     charts = evaluation_charts(CURVES, truth["test"], probabilities)

@@ -30,7 +30,7 @@ def main() -> None:
     output = prepare_output_dir(f"{MODELS}/{OUTPUT}.partial")
     entry, metrics = None, {"enabled": params.enabled}
     if params.enabled:
-        model_files = sorted((f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card["files"].values()]))
+        model_files = sorted((f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card.files.values()]))
         splits, rates, cnn_probabilities = {}, [], {}
         for name in ("train", "val"):
             frame = load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR)
@@ -60,7 +60,7 @@ def main() -> None:
     write_json(metrics, output / "sequence.json")
     shutil.rmtree(f"{MODELS}/{OUTPUT}", ignore_errors=True)
     output.rename(f"{MODELS}/{OUTPUT}")  # the folder appears whole or not at all
-    write_json(folder_card(cnn.card, CNN_DIR, entry), f"{MODELS}/{MODEL_CARD}")
+    write_json(folder_card(cnn.card, CNN_DIR, entry).to_json(), f"{MODELS}/{MODEL_CARD}")
     write_json(metrics, METRICS)
     logging.getLogger("ich").info("sequence: %s", metrics)
 

@@ -51,14 +51,16 @@ def main() -> None:
             val_images = trainer.dataset(val, LABELS, shuffle=False, cache=False)
             thresholds = tune_thresholds(label_matrix(val), recipe.predict(networks, val_images, model.combination, model.gate_threshold))
             card = model_card(
-                model.arch, recipe.describe(model), {name: f"{name}.keras" for name in networks}, preprocess.image_size,
-                preprocess.window_dicts(), model.weights, thresholds, model.combination, model.gate_threshold, train_images=len(images),
+                arch=model.arch, described=recipe.describe(model), networks={name: f"{name}.keras" for name in networks},
+                image_size=preprocess.image_size, windows=preprocess.window_dicts(), weights=model.weights, thresholds=thresholds,
+                combination=model.combination, gate_threshold=model.gate_threshold, train_images=len(images),
                 positive_weights=trainer.positive_weights, mixed_precision=runtime.mixed_precision, context_slices=model.context_slices,
+                rsna_pixel_fix=preprocess.rsna_pixel_fix,
             )
             save_model_folder(output, card, {name: store.best_checkpoint(name) for name in networks})
             live.log_params({"thresholds": thresholds})
         store.finish()
-    logging.getLogger("ich").info("train: %s saved to %s (%s)", model.arch, MODEL_DIR, ", ".join(card["files"].values()))
+    logging.getLogger("ich").info("train: %s saved to %s (%s)", model.arch, MODEL_DIR, ", ".join(card.files.values()))
 
 
 if __name__ == "__main__":

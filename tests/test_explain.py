@@ -15,15 +15,16 @@ import pytest
 import tensorflow as tf
 
 from benchmarks.pointing_game import chance_of_hit, dilate, energy_inside, is_hit, pointing_location
+from ich.core.labels import LABELS, SUBTYPES
+from ich.core.params import ModelParams, SynthesizeParams, section
+from ich.data.labels_csv import parse_long_csv
+from ich.data.synth import generate, lesion_masks, mask_to_image
 from ich.imaging.dicom import CtSlice, read_ct_slice, to_hounsfield
+from ich.imaging.rendering import render_rgb
 from ich.inference.explain import gradcam, gradcam_network, overlay
 from ich.inference.loading import LoadedModel
-from ich.core.labels import LABELS, SUBTYPES
-from ich.data.labels_csv import parse_long_csv
-from ich.core.params import ModelParams, SynthesizeParams, section
+from ich.models.card import ModelCard
 from ich.models.recipes import CamTarget, RecipeError, get_recipe
-from ich.imaging.rendering import render_rgb
-from ich.data.synth import generate, lesion_masks, mask_to_image
 
 SIZE = 32
 MODEL = {
@@ -154,7 +155,7 @@ def test_each_label_is_explained_on_its_network_and_unit():
     stage2_weights[0, SUBTYPES.index("epidural")] = 1.0
     stage2_weights[1, SUBTYPES.index("subdural")] = 1.0
     stage2 = _unit_head(_with_head([_identity_backbone("efficientnetv2b0"), _identity_backbone("convnext_atto")], len(SUBTYPES)), stage2_weights)
-    model = LoadedModel(card={"image_size": SIZE}, recipe=get_recipe("cascade"), networks={"stage1": stage1, "stage2": stage2})
+    model = LoadedModel(card=ModelCard(arch="cascade", files={"stage1": "stage1.keras", "stage2": "stage2.keras"}, image_size=SIZE, windows=[], thresholds={}), recipe=get_recipe("cascade"), networks={"stage1": stage1, "stage2": stage2})
     flat = np.full((2, SIZE, SIZE, 3), 0.5, np.float32)
     half = SIZE // 2
     epidural, subdural, bleed = (gradcam(model, flat, label) for label in ("epidural", "subdural", "any"))

@@ -147,7 +147,7 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     )
     assert "mean_subtype_auc" in metrics
     card = json.loads((full_project / "models/model.json").read_text())
-    assert card["labels"] == list(LABELS) and card["image_size"] == 32
+    assert card["labels"] == list(LABELS) and card["image_size"] == 32 and card["rsna_pixel_fix"] == "auto"
     assert set(card["files"]) == {"stage1", "stage2"} and card["cnn_dir"] == "cnn"
     assert card["sequence"]["file"] == "sequence.keras" and (full_project / "models/sequence/sequence.keras").is_file()
     # Slice context on: the final figures are the sequence model's, and both models are reported side by side

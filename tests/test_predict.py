@@ -67,7 +67,8 @@ def model_dir(tmp_path_factory) -> Path:
         checkpoints[name] = root / f"{name}.best.keras"
         network.save(checkpoints[name])
     windows = [{"name": window.name, "center": window.center, "width": window.width} for window in DEFAULT_WINDOWS]
-    card = model_card("convnext", recipe.describe(params), {name: f"{name}.keras" for name in networks}, SIZE, windows, None, THRESHOLDS)
+    card = model_card(arch="convnext", described=recipe.describe(params), networks={name: f"{name}.keras" for name in networks},
+                      image_size=SIZE, windows=windows, weights=None, thresholds=THRESHOLDS)
     return save_model_folder(root / "models", card, checkpoints)
 
 

@@ -71,8 +71,9 @@ def test_a_model_folder_round_trips_through_its_card(tmp_path):
     for name, network in networks.items():
         checkpoints[name] = tmp_path / f"{name}.best.keras"
         network.save(checkpoints[name])
-    card = model_card("convnext", recipe.describe(params), {name: f"{name}.keras" for name in networks}, SHAPE[0], [], None,
-                      {label: 0.5 for label in LABELS}, "gate", 0.3)
+    card = model_card(arch="convnext", described=recipe.describe(params), networks={name: f"{name}.keras" for name in networks},
+                      image_size=SHAPE[0], windows=[], weights=None, thresholds={label: 0.5 for label in LABELS},
+                      combination="gate", gate_threshold=0.3)
     save_model_folder(tmp_path / "models", card, checkpoints)
     loaded = load_models(tmp_path / "models")
     assert loaded.recipe is recipe and loaded.image_size == SHAPE[0]
@@ -84,7 +85,7 @@ def test_a_card_naming_a_file_outside_its_folder_is_refused(tmp_path):
     folder = tmp_path / "models"
     folder.mkdir()
     (folder / "model.json").write_text('{"arch": "efficientnetv2", "files": {"model": "../model.keras"}}')
-    with pytest.raises(ValueError, match="unexpected model file"):
+    with pytest.raises(ValueError, match=r"files: Value error, must be a plain .keras file name inside the model folder. Received: .../model.keras."):
         load_models(folder)
 
 

@@ -170,15 +170,15 @@ def model_folder(tmp_path_factory):
     keras.utils.set_random_seed(0)
     network = recipe.build("model", params, (SHAPE, SHAPE, 3))
     network.save(root / "model.best.keras")
-    card = model_card("efficientnetv2", recipe.describe(params), {"model": "model.keras"}, SHAPE, [], None,
-                      {label: 0.5 for label in LABELS}, context_slices=1)
+    card = model_card(arch="efficientnetv2", described=recipe.describe(params), networks={"model": "model.keras"}, image_size=SHAPE,
+                      windows=[], weights=None, thresholds={label: 0.5 for label in LABELS}, context_slices=1)
     save_model_folder(root / "models/cnn", card, {"model": root / "model.best.keras"})
     feature_dim = network.get_layer("probabilities").input.shape[-1]
     sequence = _randomised(build_sequence_model(feature_dim, projection=4, units=4, layers_count=1), seed=5)
     (root / "models/sequence").mkdir()
     sequence.save(root / "models/sequence/sequence.keras")
     entry = {"dir": "sequence", "file": "sequence.keras", "thresholds": {label: 0.4 for label in LABELS}}
-    (root / "models/model.json").write_text(json.dumps(folder_card(card, "cnn", entry)))
+    (root / "models/model.json").write_text(json.dumps(folder_card(card, "cnn", entry).to_json()))
     return root / "models"
 
 
@@ -192,7 +192,7 @@ def _series_images(count: int, seed: int = 0) -> tuple[np.ndarray, list[str], np
 def test_a_model_folder_with_a_sequence_predicts_through_both_and_2p5d_inputs_are_composed(model_folder):
     loaded = load_models(model_folder)
     assert loaded.sequence is not None and loaded.context_slices == 1
-    assert loaded.card["thresholds"]["any"] == 0.4 and loaded.card["cnn_thresholds"]["any"] == 0.5
+    assert loaded.card.thresholds["any"] == 0.4 and loaded.card.cnn_thresholds["any"] == 0.5
     images, series, z, ids = _series_images(8)
     predicted = loaded.predict_slices(images, series, z, ids)
     # the CNN reads 2.5D images: green from the slice before along z, blue from the slice after (by hand)
@@ -224,12 +224,12 @@ def test_a_card_cannot_send_the_loader_outside_its_folder(model_folder, tmp_path
         folder = tmp_path / key.replace("/", "_") / value.replace("/", "_")
         folder.mkdir(parents=True)
         (folder / "model.json").write_text(json.dumps({**card, key: value}))
-        with pytest.raises(ValueError, match="plain folder name"):
+        with pytest.raises(ValueError, match="cnn_dir: Value error, must be a plain subfolder name"):
             load_models(folder)
     bad = tmp_path / "sequence_file"
     bad.mkdir()
     (bad / "model.json").write_text(json.dumps({**card, "sequence": {**card["sequence"], "file": "../../x.keras"}}))
-    with pytest.raises(ValueError, match="plain .keras name"):
+    with pytest.raises(ValueError, match=r"sequence.file: Value error, must be a plain .keras file name"):
         load_models(bad)
 
 

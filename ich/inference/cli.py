@@ -34,7 +34,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ich.core.errors import PipelineError
 from ich.core.files import write_csv, write_json
@@ -46,6 +46,7 @@ from ich.inference.scan import scan_folder
 if TYPE_CHECKING:
     from ich.inference.explain import Explainer
     from ich.inference.loading import LoadedModel
+    from ich.models.card import ModelCard
 
 __all__ = [
     "positive_int",
@@ -149,11 +150,11 @@ def load_model_folder(models: str | os.PathLike) -> LoadedModel:
         raise PipelineError(f"Could not load the model folder {str(folder)!r}: {error}") from error
 
 
-def _thresholds(card: dict[str, Any], threshold: float | None) -> dict[str, float]:
+def _thresholds(card: ModelCard, threshold: float | None) -> dict[str, float]:
     """One threshold for every label when given, else the card's per-label thresholds (0.5 where it has none)."""
     if threshold is not None:
         return {label: float(threshold) for label in LABELS}
-    tuned = card.get("thresholds") or {}
+    tuned = card.thresholds
     return {label: float(tuned.get(label, 0.5)) for label in LABELS}
 
 
@@ -208,7 +209,7 @@ def run_predict(
     summary = {
         **prediction.counts,
         "models": str(models_dir),
-        "arch": model.card.get("arch"),
+        "arch": model.card.arch,
         "image_size": model.image_size,
         "sequence_model": prediction.sequence,
         "tta": bool(args.tta),

@@ -37,6 +37,7 @@ from ich.data.labels_csv import parse_long_csv
 if TYPE_CHECKING:
     from ich.inference.loading import LoadedModel
     from ich.inference.predict import Prediction
+    from ich.models.card import ModelCard
 
 __all__ = ["external_metrics", "external_quarantine", "build_parser", "run_evaluate_external", "main"]
 
@@ -49,7 +50,7 @@ def _thresholds(values: object, fallback: dict[str, float]) -> dict[str, float]:
 def external_metrics(
     prediction: Prediction,
     labels: pd.DataFrame,
-    card: dict,
+    card: ModelCard,
     threshold: float = 0.5,
     draws: int = 1000,
     seed: int = 0,
@@ -78,7 +79,7 @@ def external_metrics(
     y_true = rows[[f"true_{label}" for label in LABELS]].to_numpy(dtype=int)
     groups = rows["PatientID"].to_numpy(dtype=object).astype(str)
     series = rows["SeriesInstanceUID"].to_numpy(dtype=object).astype(str)
-    final_tuned = _thresholds(card.get("thresholds"), {label: threshold for label in LABELS})
+    final_tuned = _thresholds(card.thresholds, {label: threshold for label in LABELS})
 
     def score(columns: list[str], tuned: dict[str, float]) -> dict[str, object]:
         return evaluate_predictions(y_true, rows[columns].to_numpy(dtype=np.float64), threshold, tuned, groups=groups, series=series,
@@ -86,9 +87,9 @@ def external_metrics(
 
     metrics = score(list(LABELS), final_tuned)
     if prediction.sequence:
-        cnn_tuned = _thresholds(card.get("cnn_thresholds") or card.get("thresholds"), final_tuned)
+        cnn_tuned = _thresholds(card.cnn_thresholds or card.thresholds, final_tuned)
         metrics["by_model"] = {"cnn": score([f"cnn_{label}" for label in LABELS], cnn_tuned), "sequence": dict(metrics)}
-    metrics["combination"] = card.get("combination")
+    metrics["combination"] = card.combination
     return metrics, rows
 
 

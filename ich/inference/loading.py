@@ -9,24 +9,21 @@ folder alone (``models/cnn``) loads too: it predicts without slice context.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from ich.data.context import compose_context, neighbour_indices, series_order, series_runs
-from ich.models.card import read_model_card
+from ich.models.card import ModelCard, read_model_card
 from ich.models.recipes import Recipe, get_recipe
 from ich.models.sequence import predict_series, slice_inputs
 
 __all__ = ["LoadedModel", "SlicePredictions", "load_models", "image_batches"]
 
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass(frozen=True)
@@ -56,24 +53,24 @@ class LoadedModel:
     """A model folder in memory: its card, the recipe that predicts with it, its networks by name, and its
     sequence model (or ``None``)."""
 
-    card: dict[str, Any]
+    card: ModelCard
     recipe: Recipe
     networks: dict[str, keras.Model]
     sequence: keras.Model | None = None
 
     @property
     def image_size(self) -> int:
-        return int(self.card["image_size"])
+        return self.card.image_size
 
     @property
     def context_slices(self) -> int:
         """``model.context_slices`` of training: 0 = single slices, k = 2.5D from the slices k before and after."""
-        return int(self.card.get("context_slices", 0))
+        return self.card.context_slices
 
     def predict(self, images: tf.data.Dataset) -> np.ndarray:
         """``(N, 6)`` float64 CNN probabilities of images exactly as given (already composed when the model is
         2.5D), combined as the card says (see :meth:`Recipe.predict`). No slice context: see :meth:`predict_slices`."""
-        return self.recipe.predict(self.networks, images, self.card.get("combination", "product"), float(self.card.get("gate_threshold", 0.5)))
+        return self.recipe.predict(self.networks, images, self.card.combination, self.card.gate_threshold)
 
     def model_inputs(self, images: np.ndarray, series: Sequence[str], positions: Sequence[float], ids: Sequence[str] | None = None) -> np.ndarray:
         """What the CNN reads: the rendered single slices ``(N, H, W, 3)`` composed into 2.5D images as in training
@@ -122,18 +119,12 @@ class LoadedModel:
         if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(f"images must be (N, {self.image_size}, {self.image_size}, 3). Received shape {images.shape}")
         inputs = self.model_inputs(images, series, positions, ids)
-        combination, gate = self.card.get("combination", "product"), float(self.card.get("gate_threshold", 0.5))
+        combination, gate = self.card.combination, self.card.gate_threshold
         views = [inputs, inputs[:, :, ::-1]] if tta else [inputs]
         if not with_features:
             return np.mean([self.recipe.predict(self.networks, image_batches(view, batch_size), combination, gate) for view in views], axis=0), None
         outputs = [self.recipe.predict_with_features(self.networks, image_batches(view, batch_size), combination, gate) for view in views]
         return np.mean([p for p, _ in outputs], axis=0), np.mean([f for _, f in outputs], axis=0)
-
-
-def _subfolder(folder: Path, name: object, key: str) -> Path:
-    if not isinstance(name, str) or name in (".", "..") or not _PLAIN_NAME.match(name):
-        raise ValueError(f"{folder / 'model.json'}: `{key}` must be a plain folder name. Received: {name!r}")
-    return folder / name
 
 
 def load_models(model_dir: str | os.PathLike) -> LoadedModel:
@@ -145,19 +136,14 @@ def load_models(model_dir: str | os.PathLike) -> LoadedModel:
     """
     model_dir = Path(model_dir)
     card = read_model_card(model_dir)
-    recipe = get_recipe(card["arch"])
-    if set(card["files"]) != set(recipe.networks):
-        raise ValueError(f"{model_dir}: recipe {recipe.name!r} needs networks {recipe.networks}, the card lists {sorted(card['files'])}")
-    cnn_dir = _subfolder(model_dir, card["cnn_dir"], "cnn_dir") if "cnn_dir" in card else model_dir
-    sequence_path = None
-    if card.get("sequence"):  # every path is checked before anything is loaded
-        entry = card["sequence"]
-        filename = entry.get("file")
-        if not isinstance(filename, str) or not _PLAIN_NAME.match(filename) or not filename.endswith(".keras"):
-            raise ValueError(f"{model_dir / 'model.json'}: `sequence.file` must be a plain .keras name. Received: {filename!r}")
-        sequence_path = _subfolder(model_dir, entry.get("dir"), "sequence.dir") / filename
+    recipe = get_recipe(card.arch)
+    if set(card.files) != set(recipe.networks):
+        raise ValueError(f"{model_dir}: recipe {recipe.name!r} needs networks {recipe.networks}, the card lists {sorted(card.files)}")
+    # The card's schema allows plain names only (ich.models.card), so every path below stays inside model_dir.
+    cnn_dir = model_dir / card.cnn_dir if card.cnn_dir else model_dir
+    sequence_path = model_dir / card.sequence.dir / card.sequence.file if card.sequence else None
     networks = {
-        name: keras.saving.load_model(cnn_dir / filename, compile=False, safe_mode=True) for name, filename in card["files"].items()
+        name: keras.saving.load_model(cnn_dir / filename, compile=False, safe_mode=True) for name, filename in card.files.items()
     }
     sequence = keras.saving.load_model(sequence_path, compile=False, safe_mode=True) if sequence_path else None
     return LoadedModel(card=card, recipe=recipe, networks=networks, sequence=sequence)

@@ -107,8 +107,8 @@ def predict_files(
         files,
         chunks,
         image_size=model.image_size,
-        windows=windows_from_params(model.card["windows"]),
-        rsna_pixel_fix=str(model.card.get("rsna_pixel_fix", "auto")),
+        windows=windows_from_params(model.card.windows),
+        rsna_pixel_fix=model.card.rsna_pixel_fix,
         workers=workers,
         file_timeout_s=file_timeout_s,
     )

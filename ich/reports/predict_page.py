@@ -366,7 +366,7 @@ def write_predict_report(
     """Write ``out/report.html`` and ``out/explanations/``; adds ``explanation_images`` to ``summary``.
 
     Args:
-        series: the table of ``series.csv`` (``ich.inference.predict.series_table``); quarantine: ``ID,reason,file``.
+        series: the table of ``series.csv`` (``ich.inference.outputs.series_table``); quarantine: ``ID,reason,file``.
     """
     views = collector.series()
     charts = [render_png(probability_chart_spec(view.z, view.probabilities, thresholds), scale=_CHART_SCALE) for view in views]
