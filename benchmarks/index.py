@@ -46,9 +46,7 @@ def write_rsna_like_files(folder: Path, count: int, seed: int, size: int = 512) 
     for index, image_id in enumerate(ids):
         series = index // 40
         patient, study, series_uid = names[count + 3 * series : count + 3 * series + 3]
-        data = _dicom_bytes(
-            hu, image_id, patient, study, series_uid, 5.0 * (index % 40), encodings[series % 3], series % 7 == 0
-        )
+        data = _dicom_bytes(hu, image_id, patient, study, series_uid, 5.0 * (index % 40), encodings[series % 3], series % 7 == 0)
         (folder / f"{image_id}.dcm").write_bytes(data)
     return ids
 

@@ -41,8 +41,8 @@ def main() -> None:
 
     import keras
 
-    from ich.training.datasets import make_dataset
     from ich.models.networks import build_any_classifier, build_subtype_fusion
+    from ich.training.datasets import make_dataset
 
     with tempfile.TemporaryDirectory() as work:
         paths = _paths(args.images, args.image_size, Path(work))
@@ -57,7 +57,9 @@ def main() -> None:
                 for _batch in dataset:
                     pass
                 times.append(time.perf_counter() - start)
-            rows.append((f"input pipeline ({'cached' if cache else 'decode every epoch'})", len(paths) / statistics.median(times[1:])))
+            rows.append(
+                (f"input pipeline ({'cached' if cache else 'decode every epoch'})", len(paths) / statistics.median(times[1:]))
+            )
         shape = (size, size, 3)
         models = {
             "train stage 1 (EfficientNetV2-B0)": build_any_classifier("efficientnetv2b0", shape, None, 0.2),

@@ -65,12 +65,18 @@ def write_labels_csv(path: Path, images: int, seed: int, problems: int = 30) -> 
         values[:, column] = rng.random(images) < _PREVALENCE[label]
     values[:, -1] = values[:, :-1].max(axis=1)
     lines = [
-        f"{image_id}_{label},{value}"
-        for image_id, row in zip(ids, values.tolist())
-        for label, value in zip(RSNA_ROW_ORDER, row)
+        f"{image_id}_{label},{value}" for image_id, row in zip(ids, values.tolist()) for label, value in zip(RSNA_ROW_ORDER, row)
     ]
-    planted = {"exact_duplicates": 0, "conflicting": 0, "bad_ids": 0, "bad_values": 0,
-               "unknown_labels": 0, "incomplete": 0, "inconsistent_any": 0, "padded": 0}
+    planted = {
+        "exact_duplicates": 0,
+        "conflicting": 0,
+        "bad_ids": 0,
+        "bad_values": 0,
+        "unknown_labels": 0,
+        "incomplete": 0,
+        "inconsistent_any": 0,
+        "padded": 0,
+    }
     picks = iter(rng.permutation(len(lines)))
     for _ in range(problems):
         # in place: one row removed (incomplete), 'any' flipped, one field padded with spaces
@@ -119,9 +125,7 @@ def write_labels_csv(path: Path, images: int, seed: int, problems: int = 30) -> 
 
 
 def _measure(kind: str, path: Path) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", _MEASURE, kind, str(path)], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([sys.executable, "-c", _MEASURE, kind, str(path)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"measuring {kind} failed:\n{result.stderr}")
     return json.loads(result.stdout)

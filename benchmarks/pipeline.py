@@ -42,8 +42,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.noop_only:
         noop = _noop_repros(ROOT, args.noop_repeats)
-        print(f"no-op dvc repro: median {statistics.median(noop):.2f} s of {args.noop_repeats} "
-              f"(min {min(noop):.2f}, max {max(noop):.2f})")
+        print(
+            f"no-op dvc repro: median {statistics.median(noop):.2f} s of {args.noop_repeats} "
+            f"(min {min(noop):.2f}, max {max(noop):.2f})"
+        )
         return
     stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     with tempfile.TemporaryDirectory(prefix="ich-pipeline-") as work:

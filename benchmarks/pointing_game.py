@@ -30,12 +30,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ich.inference.explain import auto_level, gradcam_network
-from ich.inference.loading import image_batches, load_models
 from ich.core.ids import validate_id
 from ich.core.labels import LABELS
 from ich.core.params import SynthesizeParams, load_params, section
 from ich.data.synth import lesion_masks, mask_to_image
+from ich.inference.explain import auto_level, gradcam_network
+from ich.inference.loading import image_batches, load_models
 
 __all__ = ["dilate", "pointing_location", "is_hit", "chance_of_hit", "energy_inside", "pointing_game", "main"]
 
@@ -125,12 +125,17 @@ def pointing_game(
     level = auto_level(size) if level is None else level
     config = section(load_params(params), "synthesize", SynthesizeParams)
 
-    chosen = {label: np.flatnonzero((table[label].to_numpy() == 1) & (probabilities[:, LABELS.index(label)] >= thresholds[label])) for label in labels}
+    chosen = {
+        label: np.flatnonzero((table[label].to_numpy() == 1) & (probabilities[:, LABELS.index(label)] >= thresholds[label]))
+        for label in labels
+    }
     wanted = sorted({ids[row] for rows in chosen.values() for row in rows})
     masks = lesion_masks(config, wanted)
     missing = sorted(set(wanted) - set(masks))
     if missing:
-        raise ValueError(f"{len(missing)} test images (e.g. {missing[0]}) are not in the synthetic set of {params}: wrong --params?")
+        raise ValueError(
+            f"{len(missing)} test images (e.g. {missing[0]}) are not in the synthetic set of {params}: wrong --params?"
+        )
 
     results: dict[str, dict] = {}
     for label in labels:
@@ -205,13 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="data/split/test.csv", help="split CSV (ID, labels, SeriesInstanceUID, position_z)")
     parser.add_argument("--png-dir", default="data/png", help="the preprocessed PNGs")
     parser.add_argument("--params", default="params.yaml", help="params file whose `synthesize` section made the data")
-    parser.add_argument("--tolerance", type=int, default=2, help="pixels (at the model's image size) around the lesion that count")
-    parser.add_argument("--level", type=int, default=None, help="0: the backbones' last feature map; k: the last one of 2**k times its side; default: what ich predict uses (ich.inference.explain.auto_level)")
+    parser.add_argument(
+        "--tolerance", type=int, default=2, help="pixels (at the model's image size) around the lesion that count"
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="0: the backbones' last feature map; k: the last one of 2**k times its side; default: what ich predict uses (ich.inference.explain.auto_level)",
+    )
     parser.add_argument("--labels", nargs="+", default=list(LABELS), choices=LABELS)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    result = pointing_game(args.models, args.split, args.png_dir, args.params, args.tolerance, args.level, args.labels, args.batch_size)
+    result = pointing_game(
+        args.models, args.split, args.png_dir, args.params, args.tolerance, args.level, args.labels, args.batch_size
+    )
     print(_report(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

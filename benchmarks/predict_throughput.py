@@ -59,8 +59,9 @@ def main() -> None:
 
         def end_to_end() -> int:
             scan = scan_folder(folder, workers=args.workers)
-            prediction = predict_files(model, scan, tta=args.tta, batch_size=args.batch_size, workers=args.workers,
-                                       chunk_images=args.chunk_images)
+            prediction = predict_files(
+                model, scan, tta=args.tta, batch_size=args.batch_size, workers=args.workers, chunk_images=args.chunk_images
+            )
             return len(prediction.slices)
 
         def render_only() -> list:
@@ -72,14 +73,23 @@ def main() -> None:
             count = 0
             for chunk in rendered:
                 files = [chosen[row] for row in chunk.rendered]
-                model.predict_slices(chunk.images, [item.series_uid for item in files], [item.position_z for item in files],
-                                     [item.image_id for item in files], batch_size=args.batch_size, tta=args.tta)
+                model.predict_slices(
+                    chunk.images,
+                    [item.series_uid for item in files],
+                    [item.position_z for item in files],
+                    [item.image_id for item in files],
+                    batch_size=args.batch_size,
+                    tta=args.tta,
+                )
                 count += len(files)
             return count
 
         rates = {}
-        for name, run in (("model only (preloaded arrays)", model_only), ("rendering only (worker pool)", render_only),
-                          ("end to end (DICOM -> probabilities)", end_to_end)):
+        for name, run in (
+            ("model only (preloaded arrays)", model_only),
+            ("rendering only (worker pool)", render_only),
+            ("end to end (DICOM -> probabilities)", end_to_end),
+        ):
             run()  # warm-up: traces the model, fills the page cache
             times = []
             for _ in range(args.repeats):
@@ -88,10 +98,12 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
             rates[name] = len(chosen) / statistics.median(times)
 
-    print(f"{len(chosen)} images in {len(series_seen)} series, {model.image_size} px, arch {model.card.arch}"
-          f"{' + sequence model' if model.sequence is not None else ''}, batch {args.batch_size}, chunks of ~{args.chunk_images}, "
-          f"workers {args.workers or os.cpu_count()}, tta {args.tta}; {platform.machine()} with {os.cpu_count()} cores; "
-          f"medians of {args.repeats} runs")
+    print(
+        f"{len(chosen)} images in {len(series_seen)} series, {model.image_size} px, arch {model.card.arch}"
+        f"{' + sequence model' if model.sequence is not None else ''}, batch {args.batch_size}, chunks of ~{args.chunk_images}, "
+        f"workers {args.workers or os.cpu_count()}, tta {args.tta}; {platform.machine()} with {os.cpu_count()} cores; "
+        f"medians of {args.repeats} runs"
+    )
     for name, rate in rates.items():
         print(f"  {name:<38} {rate:8.1f} images/s")
     ratio = rates["end to end (DICOM -> probabilities)"] / rates["model only (preloaded arrays)"]

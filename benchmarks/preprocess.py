@@ -22,10 +22,10 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from ich.imaging.dicom import apply_rsna_fix, needs_rsna_fix
 from ich.core.params import SynthesizeParams
 from ich.data.preprocess import process_many
 from ich.data.synth import generate
+from ich.imaging.dicom import apply_rsna_fix, needs_rsna_fix
 from ich.imaging.windows import DEFAULT_WINDOWS
 
 
@@ -57,8 +57,13 @@ def main() -> None:
     try:
         slices = 20
         config = SynthesizeParams(
-            patients=max(1, args.images // slices), slices_per_series=slices, image_size=args.dicom_size,
-            corrupt_files=0, missing_files=0, duplicate_rows=0, invalid_id_images=0,
+            patients=max(1, args.images // slices),
+            slices_per_series=slices,
+            image_size=args.dicom_size,
+            corrupt_files=0,
+            missing_files=0,
+            duplicate_rows=0,
+            invalid_id_images=0,
         )
         generate(config, work / "src")
         paths = sorted((work / "src" / "stage_2_train").glob("*.dcm"))
@@ -78,17 +83,25 @@ def main() -> None:
             out = work / "stage"
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
-            results = list(process_many(
-                ids, work / "src" / "stage_2_train", out, args.image_size, workers=args.workers,
-                file_timeout_s=args.file_timeout,
-            ))
+            results = list(
+                process_many(
+                    ids,
+                    work / "src" / "stage_2_train",
+                    out,
+                    args.image_size,
+                    workers=args.workers,
+                    file_timeout_s=args.file_timeout,
+                )
+            )
             stage_times.append(time.perf_counter() - start)
             assert all(result.reason is None for result in results)
         plain_rate = len(paths) / statistics.median(plain_times)
         stage_rate = len(paths) / statistics.median(stage_times)
         cores = args.workers or os.cpu_count()
-        print(f"files: {len(paths)} DICOMs {args.dicom_size}px -> PNG {args.image_size}px, {cores} worker(s), "
-              f"median of {args.repeats}")
+        print(
+            f"files: {len(paths)} DICOMs {args.dicom_size}px -> PNG {args.image_size}px, {cores} worker(s), "
+            f"median of {args.repeats}"
+        )
         print(f"plain loop (pydicom + numpy + PIL, 1 process): {plain_rate:8.1f} images/s")
         print(f"preprocess stage code:                         {stage_rate:8.1f} images/s")
         print(f"speed-up: {stage_rate / plain_rate:.2f}x")

@@ -38,9 +38,9 @@ import yaml
 
 from benchmarks.preprocess import plain_loop
 from harness.project import copy_repository, stage_env
-from ich.data.index import read_header
 from ich.core.labels import LABELS
 from ich.core.params import SynthesizeParams
+from ich.data.index import read_header
 from ich.data.synth import generate
 
 _SCRIPT_SECONDS = re.compile(r"preprocess: .* in ([0-9.]+) s")
@@ -73,8 +73,14 @@ def make_project(work: Path, images: int, dicom_size: int, image_size: int) -> t
     """A repository copy with `images` DICOMs in data/dicom (by `dvc repro copy`); returns (project, dicom_dir)."""
     slices = 20
     config = SynthesizeParams(
-        patients=-(-images // slices), slices_per_series=slices, image_size=dicom_size, nonsquare_fraction=0.0,
-        corrupt_files=0, missing_files=0, duplicate_rows=0, invalid_id_images=0,
+        patients=-(-images // slices),
+        slices_per_series=slices,
+        image_size=dicom_size,
+        nonsquare_fraction=0.0,
+        corrupt_files=0,
+        missing_files=0,
+        duplicate_rows=0,
+        invalid_id_images=0,
     )
     generate(config, work / "src")
     source = work / "src" / "stage_2_train"
@@ -144,14 +150,18 @@ def main() -> None:
         png_bytes = sum(path.stat().st_size for path in pngs)
         plain_bytes = sum(path.stat().st_size for path in (work / "plain-0").glob("*.png"))
         plain, stage, script = (statistics.median(times) for times in (plain_times, stage_times, script_times))
-        print(f"files: {len(paths)} DICOMs {args.dicom_size}px -> PNG {args.image_size}px, {os.cpu_count()} core(s), "
-              f"median of {args.repeats}, load before each repeat: {'; '.join(loads)}")
+        print(
+            f"files: {len(paths)} DICOMs {args.dicom_size}px -> PNG {args.image_size}px, {os.cpu_count()} core(s), "
+            f"median of {args.repeats}, load before each repeat: {'; '.join(loads)}"
+        )
         print(f"plain loop (pydicom + numpy + PIL, 1 process): {plain:7.2f} s  {len(paths) / plain:7.1f} images/s")
         print(f"dvc repro preprocess, end to end:              {stage:7.2f} s  {len(paths) / stage:7.1f} images/s")
         print(f"  stage script (its log):                      {script:7.2f} s  {len(paths) / script:7.1f} images/s")
         print(f"  DVC (startup, checks, hashing, caching):     {stage - script:7.2f} s")
-        print(f"PNG bytes: stage {png_bytes / len(pngs) / 1024:.1f} KiB/file, plain loop (PIL) "
-              f"{plain_bytes / len(pngs) / 1024:.1f} KiB/file")
+        print(
+            f"PNG bytes: stage {png_bytes / len(pngs) / 1024:.1f} KiB/file, plain loop (PIL) "
+            f"{plain_bytes / len(pngs) / 1024:.1f} KiB/file"
+        )
         print(f"speed-up, end to end: {plain / stage:.2f}x   (stage script alone: {plain / script:.2f}x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

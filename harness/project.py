@@ -30,7 +30,11 @@ def copy_repository(target: Path, params: dict | None = None) -> Path:
     """Copy the repository's source (tracked and untracked, not ignored; no outputs, no dvc.lock) into a fresh
     git repo at ``target``, with ``params`` ({section: {name: value}}) overriding params.yaml."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = ROOT / name
@@ -42,6 +46,10 @@ def copy_repository(target: Path, params: dict | None = None) -> Path:
         for section, overrides in params.items():
             values[section].update(overrides)
         (target / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "b"]):
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "b"],
+    ):
         subprocess.run(command, cwd=target, check=True, capture_output=True)
     return target

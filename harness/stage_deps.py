@@ -44,6 +44,9 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[1]
 #: The repository's own top-level packages: their modules are a stage's code deps, anything else is a library.
 CODE_PACKAGES = ("ich", "stages")
+#: Folders of package data that a package's modules read at run time (listed as deps beside the modules).
+PACKAGE_DATA = ("templates",)
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 _SCRIPT = re.compile(r"(?:^|\s)-m\s+([\w.]+)")
 _VARIABLE = re.compile(r"\$\{\s*([\w.-]+)\s*\}")
 
@@ -94,7 +97,8 @@ def runtime_imports(root: Path, path: str) -> set[str]:
     """The absolute names of the modules the file ``path`` (relative to ``root``) may import when it runs:
     ``import a.b`` -> ``a``, ``a.b``; ``from a import b`` -> ``a``, ``a.b`` (whether ``b`` is a submodule or a
     name is left to :func:`module_file`); relative imports resolved against the file's package;
-    ``importlib.import_module("a.b")`` and ``__import__("a.b")`` with a literal name."""
+    ``importlib.import_module("a.b")`` and ``__import__("a.b")`` with a literal name; and any string constant that is
+    exactly the dotted name of a module of the repository (a table of modules imported by name)."""
     tree = ast.parse((root / path).read_text(encoding="utf-8"), filename=path)
     module = _module_name(path)
     package = module if PurePosixPath(path).name == "__init__.py" else module.rpartition(".")[0]
@@ -124,6 +128,15 @@ def runtime_imports(root: Path, path: str) -> set[str]:
             if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
                 if not node.args[0].value.startswith("."):
                     add(node.args[0].value)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and _DOTTED.fullmatch(node.value)
+            and module_file(root, node.value) is not None
+        ):
+            # A string that is exactly the dotted name of one of our modules: a table of modules imported by name
+            # (the recipe registry's RECIPE_MODULES), counted as imported, so a change to them reruns the stage.
+            add(node.value)
     return found
 
 
@@ -145,6 +158,9 @@ def code_closure(root: Path, modules: Iterable[str], packages: Iterable[str] = C
             if path is not None and path not in files:
                 files.add(path)
                 pending.extend(runtime_imports(root, path))
+                if path.endswith("/__init__.py"):  # the package's data files (jinja2 templates) are code too
+                    folder = PurePosixPath(path).parent
+                    files.update((folder / data).as_posix() for data in PACKAGE_DATA if (root / folder / data).is_dir())
     return files
 
 

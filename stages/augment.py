@@ -7,13 +7,13 @@ import logging
 import pandas as pd
 from tqdm import tqdm
 
-from ich.data.augment import build_pipeline, plan_copies, write_augmented
-from ich.data.context import neighbour_ids
-from ich.core.runner import run_stage
 from ich.core.files import prepare_output_dir, write_csv, write_json
 from ich.core.labels import SUBTYPES
 from ich.core.params import AugmentParams, load_params, section
 from ich.core.params import context_slices as model_context_slices
+from ich.core.runner import run_stage
+from ich.data.augment import build_pipeline, plan_copies, write_augmented
+from ich.data.context import neighbour_ids
 
 TRAIN = "data/split/train.csv"
 PNG_DIR = "data/png"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from ich.core.files import prepare_output_dir, write_json
-from ich.data.copy import link_or_copy_many
 from ich.core.params import CopyParams, DataParams, load_params, section
 from ich.core.runner import StageError, run_stage
+from ich.data.copy import link_or_copy_many
 
 SAMPLED = "data/sampled.csv"
 OUTPUT_DIR = "data/dicom"
@@ -39,7 +39,9 @@ def main() -> None:
         shown = ", ".join(result.missing[:5]) + (" ..." if len(result.missing) > 5 else "")
         logger.warning(
             "copy: %d sampled files are missing from %s (%s); preprocess quarantines them",
-            len(result.missing), data.dicom_dir, shown,
+            len(result.missing),
+            data.dicom_dir,
+            shown,
         )
     logger.info("copy: %d hardlinked, %d copied -> %s", len(result.linked), len(result.copied), output)
 

@@ -8,19 +8,19 @@ import logging
 
 import numpy as np
 import pandas as pd
-from dvclive import Live
 
-from ich.evaluation.comparison import metrics_summary, paired_log_loss_change
-from ich.training.datasets import label_matrix, load_table
-from ich.evaluation.metrics import evaluate_predictions, series_predictions, tune_thresholds
-from ich.inference.features import predict_frame
+from dvclive import Live
 from ich.core.files import write_csv, write_json
-from ich.inference.loading import load_models
 from ich.core.labels import LABELS
 from ich.core.params import EvaluateParams, load_params, section
-from ich.reports.plots import log_label_plots, montage
-from ich.reports.evaluation_page import evaluation_charts, write_report
 from ich.core.runner import run_stage
+from ich.evaluation.comparison import metrics_summary, paired_log_loss_change
+from ich.evaluation.metrics import evaluate_predictions, series_predictions, tune_thresholds
+from ich.inference.features import predict_frame
+from ich.inference.loading import load_models
+from ich.reports.evaluation_page import evaluation_charts, write_report
+from ich.reports.plots import log_label_plots, montage
+from ich.training.datasets import label_matrix, load_table
 
 SPLIT_DIR, PNG_DIR, MODEL_DIR, CURVES, REPORT_DIR = "data/split", "data/png", "models", "dvclive/train/plots/metrics", "plots"
 PREDICTIONS, METRICS, LIVE_DIR = "data/predictions/{}.csv", "metrics/evaluate.json", "dvclive/evaluate"
@@ -33,17 +33,25 @@ def main() -> None:
     truth = {name: label_matrix(frame) for name, frame in frames.items()}
     predicted = {name: predict_frame(model, frame) for name, frame in frames.items()}
     for name, frame in frames.items():
-        write_csv(pd.DataFrame(predicted[name].final, columns=list(LABELS)).assign(ID=frame["ID"].to_numpy())[["ID", *LABELS]], PREDICTIONS.format(name))
+        write_csv(
+            pd.DataFrame(predicted[name].final, columns=list(LABELS)).assign(ID=frame["ID"].to_numpy())[["ID", *LABELS]],
+            PREDICTIONS.format(name),
+        )
     val, test = frames["val"], frames["test"]
 
     def scores(val_probabilities: np.ndarray, test_probabilities: np.ndarray, slice_thresholds: dict) -> dict:
         # Slice thresholds were tuned on val when the model was trained (the card's); series thresholds here, on val.
         val_series = series_predictions(truth["val"], val_probabilities, val["SeriesInstanceUID"].to_numpy())
         return evaluate_predictions(
-            truth["test"], test_probabilities, params.threshold, slice_thresholds,
-            groups=test["PatientID"].to_numpy(), series=test["SeriesInstanceUID"].to_numpy(),
+            truth["test"],
+            test_probabilities,
+            params.threshold,
+            slice_thresholds,
+            groups=test["PatientID"].to_numpy(),
+            series=test["SeriesInstanceUID"].to_numpy(),
             series_tuned=tune_thresholds(val_series.y_true, val_series.y_prob, default=params.threshold),
-            draws=params.bootstrap_draws, seed=params.seed,
+            draws=params.bootstrap_draws,
+            seed=params.seed,
         )
 
     metrics = scores(predicted["val"].final, predicted["test"].final, model.card.thresholds)
@@ -51,13 +59,20 @@ def main() -> None:
         cnn = scores(predicted["val"].cnn, predicted["test"].cnn, model.card.cnn_thresholds)
         metrics["by_model"] = {"cnn": cnn, "sequence": {key: value for key, value in metrics.items()}}
         metrics["context_gain"] = paired_log_loss_change(
-            truth["test"], predicted["test"].cnn, predicted["test"].final, test["PatientID"].to_numpy(), params.bootstrap_draws, params.seed
+            truth["test"],
+            predicted["test"].cnn,
+            predicted["test"].final,
+            test["PatientID"].to_numpy(),
+            params.bootstrap_draws,
+            params.seed,
         )
     metrics["combination"] = model.card.combination
     write_json(metrics, METRICS)
     probabilities = predicted["test"].final
     charts = evaluation_charts(CURVES, truth["test"], probabilities)
-    write_report(REPORT_DIR, charts, f"ICH evaluation: test split, {len(test)} slices of {test['PatientID'].nunique()} patients", metrics)
+    write_report(
+        REPORT_DIR, charts, f"ICH evaluation: test split, {len(test)} slices of {test['PatientID'].nunique()} patients", metrics
+    )
     with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
         log_label_plots(live, truth["test"], probabilities, params.threshold)
         if params.montage_images > 0:

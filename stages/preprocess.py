@@ -13,11 +13,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from ich.core.files import prepare_output_dir, write_csv, write_json
-from ich.data.tables import read_index
 from ich.core.params import PreprocessParams, load_params, section
-from ich.data.preprocess import collect_outcome, process_many
 from ich.core.quarantine import quarantine_failure
 from ich.core.runner import StageError, run_stage
+from ich.data.preprocess import collect_outcome, process_many
+from ich.data.tables import read_index
 from ich.imaging.windows import windows_from_params
 
 SAMPLED, INDEX_QUARANTINE, DICOM_DIR = "data/sampled.csv", "data/index_quarantine.csv", "data/dicom"
@@ -29,8 +29,14 @@ def main() -> None:
     sampled = read_index(SAMPLED)
     output = prepare_output_dir(PNG_DIR)
     results = process_many(
-        sampled["ID"].tolist(), DICOM_DIR, output, params.image_size, windows_from_params(params.window_dicts()),
-        params.workers, rsna_pixel_fix=params.rsna_pixel_fix, file_timeout_s=params.file_timeout_s,
+        sampled["ID"].tolist(),
+        DICOM_DIR,
+        output,
+        params.image_size,
+        windows_from_params(params.window_dicts()),
+        params.workers,
+        rsna_pixel_fix=params.rsna_pixel_fix,
+        file_timeout_s=params.file_timeout_s,
     )
     progress = tqdm(results, total=len(sampled), desc="preprocess", unit="img", mininterval=1.0)
     outcome = collect_outcome(progress, sampled, pd.read_csv(INDEX_QUARANTINE, dtype=str, keep_default_na=False))
@@ -44,8 +50,11 @@ def main() -> None:
     if failure:
         raise StageError(failure)
     logging.getLogger("ich").info(
-        "preprocess: %d PNGs -> %s, %d quarantined (%s) in %.1f s", outcome.metrics["png_written"], output,
-        outcome.metrics["quarantined"], ", ".join(f"{count} {reason}" for reason, count in outcome.reasons.most_common(3)) or "none",
+        "preprocess: %d PNGs -> %s, %d quarantined (%s) in %.1f s",
+        outcome.metrics["png_written"],
+        output,
+        outcome.metrics["quarantined"],
+        ", ".join(f"{count} {reason}" for reason, count in outcome.reasons.most_common(3)) or "none",
         time.perf_counter() - _STARTED,
     )
 

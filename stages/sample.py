@@ -7,11 +7,11 @@ import logging
 import pandas as pd
 
 from ich.core.files import write_csv, write_json
-from ich.data.tables import read_index
 from ich.core.labels import LABELS
 from ich.core.params import SampleParams, load_params, section
 from ich.core.runner import StageError, run_stage
 from ich.data.sample import select_images
+from ich.data.tables import read_index
 
 INDEX, ASSIGNMENT, SAMPLED, METRICS = "data/index.csv", "data/split_assignment.csv", "data/sampled.csv", "metrics/sample.json"
 
@@ -24,8 +24,11 @@ def main() -> None:
         raise StageError("No training image was sampled; raise `sample.per_label` or `split.train_fraction`.")
     write_csv(selected, SAMPLED)
     metrics = {
-        name: {"images": int(len(part)), "series": int(part["SeriesInstanceUID"].nunique()),
-               **{f"positive_{label}": int(part[label].sum()) for label in LABELS}}
+        name: {
+            "images": int(len(part)),
+            "series": int(part["SeriesInstanceUID"].nunique()),
+            **{f"positive_{label}": int(part[label].sum()) for label in LABELS},
+        }
         for name, part in selected.groupby("split")
     }
     write_json(metrics, METRICS)

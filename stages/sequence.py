@@ -8,17 +8,16 @@ import logging
 import shutil
 
 from dvclive import Live
-
-from ich.data.context import series_order, series_runs
-from ich.training.datasets import label_matrix, load_table
-from ich.evaluation.metrics import tune_thresholds, weighted_log_loss
-from ich.inference.features import FeatureStore, fingerprint_files
 from ich.core.files import prepare_output_dir, write_json
-from ich.inference.loading import load_models
-from ich.models.card import MODEL_CARD, folder_card
 from ich.core.params import SequenceParams, load_params, section
 from ich.core.runner import run_stage
+from ich.data.context import series_order, series_runs
+from ich.evaluation.metrics import tune_thresholds, weighted_log_loss
+from ich.inference.features import FeatureStore, fingerprint_files
+from ich.inference.loading import load_models
+from ich.models.card import MODEL_CARD, folder_card
 from ich.models.sequence import SeriesSet, fit_sequence, predict_series, slice_inputs
+from ich.training.datasets import label_matrix, load_table
 
 SPLIT_DIR, PNG_DIR, MODELS, CNN_DIR, OUTPUT = "data/split", "data/png", "models", "cnn", "sequence"
 STORE, LIVE_DIR, METRICS = "checkpoints/sequence", "dvclive/sequence", "metrics/sequence.json"
@@ -30,7 +29,7 @@ def main() -> None:
     output = prepare_output_dir(f"{MODELS}/{OUTPUT}.partial")
     entry, metrics = None, {"enabled": params.enabled}
     if params.enabled:
-        model_files = sorted((f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card.files.values()]))
+        model_files = sorted(f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card.files.values()])
         splits, rates, cnn_probabilities = {}, [], {}
         for name in ("train", "val"):
             frame = load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR)
@@ -48,12 +47,23 @@ def main() -> None:
         thresholds = tune_thresholds(val.targets, predict_series(network, val.rows, val.runs))
         images, seconds = sum(rate["images"] for rate in rates), sum(rate["seconds"] for rate in rates)
         metrics.update(
-            fitted, val_weighted_log_loss_cnn=weighted_log_loss(splits["val"].targets, cnn_probabilities["val"]), train_series=len(splits["train"].runs), val_series=len(splits["val"].runs),
-            feature_dim=splits["train"].feature_dim, features_computed=images,
+            fitted,
+            val_weighted_log_loss_cnn=weighted_log_loss(splits["val"].targets, cnn_probabilities["val"]),
+            train_series=len(splits["train"].runs),
+            val_series=len(splits["val"].runs),
+            feature_dim=splits["train"].feature_dim,
+            features_computed=images,
             features_images_per_s=round(images / seconds, 1) if images and seconds else None,
         )
-        entry = {"dir": OUTPUT, "file": "sequence.keras", "inputs": "CNN pooled features + its six logits and their differences to the neighbouring slices",
-                 "feature_dim": splits["train"].feature_dim, **params.model_dump(), **fitted, "thresholds": thresholds}
+        entry = {
+            "dir": OUTPUT,
+            "file": "sequence.keras",
+            "inputs": "CNN pooled features + its six logits and their differences to the neighbouring slices",
+            "feature_dim": splits["train"].feature_dim,
+            **params.model_dump(),
+            **fitted,
+            "thresholds": thresholds,
+        }
     else:  # the CNN's predictions are final; the stage's dvclive folder still exists, with no curve in it
         with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
             live.log_params({"enabled": False})

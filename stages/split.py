@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from ich.core.files import write_csv, write_json
-from ich.data.tables import read_index
 from ich.core.params import SplitParams, load_params, section
 from ich.core.runner import StageError, run_stage
 from ich.data.split import assign_splits, split_summary
+from ich.data.tables import read_index
 
 INDEX, ASSIGNMENT, METRICS = "data/index.csv", "data/split_assignment.csv", "metrics/split.json"
 
@@ -26,7 +26,11 @@ def main() -> None:
     for name, part in summary.items():
         logging.getLogger("ich").info(
             "split: %s %d images, %d series, %d patients (any %.1f %%)",
-            name, part["images"], part["series"], part["patients"], 100 * (part["prevalence"]["any"] or 0),
+            name,
+            part["images"],
+            part["series"],
+            part["patients"],
+            100 * (part["prevalence"]["any"] or 0),
         )
 
 

@@ -19,10 +19,10 @@ def main() -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpus)
     import keras
     import numpy as np
-    from dvclive import Live
 
-    from ich.training.resume import ResumeStore
+    from dvclive import Live
     from ich.models.losses import WeightedBinaryCrossentropy
+    from ich.training.resume import ResumeStore
     from ich.training.runtime import configure_runtime
     from ich.training.trainer import fit_phases, plan_phases
 
@@ -36,28 +36,48 @@ def main() -> None:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     data = data.with_options(options)
     with runtime.strategy.scope():
-        model = keras.Sequential([
-            keras.Input((16, 16, 3)),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(1, activation="sigmoid"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((16, 16, 3)),
+                keras.layers.Conv2D(4, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ]
+        )
     root = output if runtime.is_chief else output / "non-chief"
     store = ResumeStore(root / "checkpoints", "fingerprint", enabled=runtime.is_chief)
     with Live(str(root / "live"), dvcyaml=False, save_dvc_exp=False) as live:
-        fit_phases(model, data, data, ["any"], plan_phases(False, 0, 1, 1e-2, 1e-3), WeightedBinaryCrossentropy([1.0]),
-                   str(store.best_checkpoint("model")), live, "model", patience=2, jit_compile=False,
-                   strategy=runtime.strategy, resume=store)
+        fit_phases(
+            model,
+            data,
+            data,
+            ["any"],
+            plan_phases(False, 0, 1, 1e-2, 1e-3),
+            WeightedBinaryCrossentropy([1.0]),
+            str(store.best_checkpoint("model")),
+            live,
+            "model",
+            patience=2,
+            jit_compile=False,
+            strategy=runtime.strategy,
+            resume=store,
+        )
     store.finish()
-    mirrored = [type(variable.value if hasattr(variable, "value") else variable).__name__ for variable in model.optimizer.variables]
-    print(json.dumps({
-        "replicas": runtime.strategy.num_replicas_in_sync,
-        "strategy": type(runtime.strategy).__name__,
-        "chief": runtime.is_chief,
-        "optimizer_variable_types": sorted(set(mirrored)),
-        "optimizer_iterations": int(model.optimizer.iterations.numpy()),
-        "weights_sum": float(sum(float(np.sum(weight)) for weight in model.get_weights())),
-    }))
+    mirrored = [
+        type(variable.value if hasattr(variable, "value") else variable).__name__ for variable in model.optimizer.variables
+    ]
+    print(
+        json.dumps(
+            {
+                "replicas": runtime.strategy.num_replicas_in_sync,
+                "strategy": type(runtime.strategy).__name__,
+                "chief": runtime.is_chief,
+                "optimizer_variable_types": sorted(set(mirrored)),
+                "optimizer_iterations": int(model.optimizer.iterations.numpy()),
+                "weights_sum": float(sum(float(np.sum(weight)) for weight in model.get_weights())),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

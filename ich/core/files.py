@@ -72,7 +72,7 @@ def write_file(path: str | os.PathLike, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(handle, view):]
+                view = view[os.write(handle, view) :]
         finally:
             os.close(handle)
         os.replace(temporary, path)

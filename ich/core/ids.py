@@ -18,7 +18,6 @@ AUGMENTED_ID_PATTERN = re.compile(r"ID_[0-9a-f]+_aug[0-9]+")
 _MAX_ID_LENGTH = 64
 
 
-
 def is_valid_id(image_id: object, augmented: bool = False) -> bool:
     """True when ``image_id`` is an RSNA image ID: ``ID_`` followed by lowercase hex digits.
 

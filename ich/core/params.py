@@ -9,12 +9,15 @@ received. Stages pass plain values from these objects down to the library.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ich.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 __all__ = [
     "ParamsError",
@@ -60,7 +63,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     return params
 
 
-def _describe(name: str, error: dict[str, Any]) -> str:
+def _describe(name: str, error: ErrorDetails) -> str:
     key = ".".join([name, *(str(part) for part in error["loc"])])
     if error["type"] == "extra_forbidden":
         return f"unknown key `{key}`"
@@ -85,9 +88,7 @@ def section(params: dict[str, Any], name: str, cls: type[Section]) -> Section:
     try:
         loaded = cls.model_validate(raw)
     except ValidationError as error:
-        problems += [
-            _describe(name, item) for item in error.errors() if item["type"] != "missing" or len(item["loc"]) > 1
-        ]
+        problems += [_describe(name, item) for item in error.errors() if item["type"] != "missing" or len(item["loc"]) > 1]
     if problems:
         keys = any(problem.startswith(("unknown", "missing")) for problem in problems)
         hint = f" Expected keys: {', '.join(fields)}." if keys else ""
@@ -116,7 +117,11 @@ class SynthesizeParams(_Section):
     hemorrhage_fraction: float = Field(0.5, ge=0.0, le=1.0)
     subtype_weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "epidural": 0.07, "intraparenchymal": 0.24, "intraventricular": 0.18, "subarachnoid": 0.25, "subdural": 0.26,
+            "epidural": 0.07,
+            "intraparenchymal": 0.24,
+            "intraventricular": 0.18,
+            "subarachnoid": 0.25,
+            "subdural": 0.26,
         }
     )
     wrapped_fraction: float = Field(0.1, ge=0.0, le=1.0)

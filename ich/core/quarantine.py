@@ -66,7 +66,12 @@ def worker_died(exitcode: int | None) -> str:
 
 
 def quarantine_failure(
-    quarantined: int, images: int, reasons: Counter, max_quarantine_fraction: float, quarantine_csv: str, what: str = "sampled images"
+    quarantined: int,
+    images: int,
+    reasons: Counter,
+    max_quarantine_fraction: float,
+    quarantine_csv: str,
+    what: str = "sampled images",
 ) -> str | None:
     """The stage's error message when more than ``max_quarantine_fraction`` of the images are unusable, else None."""
     fraction = quarantined / max(images, 1)

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ich.data.context import compose_context
 from ich.core.files import atomic_write_bytes
 from ich.core.ids import image_path
 from ich.core.labels import SUBTYPES
 from ich.core.params import AugmentParams
+from ich.data.context import compose_context
 from ich.imaging.png import encode_png
 
 __all__ = ["build_pipeline", "plan_copies", "augmented_id", "write_augmented"]
@@ -36,7 +36,11 @@ def build_pipeline(params: AugmentParams) -> Callable[..., dict]:
             ),
             A.GaussianBlur(blur_limit=(3, params.blur_limit), p=params.blur_p),
             A.ElasticTransform(
-                alpha=params.elastic_alpha, sigma=params.elastic_sigma, border_mode=cv2.BORDER_CONSTANT, fill=0, p=params.elastic_p
+                alpha=params.elastic_alpha,
+                sigma=params.elastic_sigma,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                p=params.elastic_p,
             ),
         ],
         seed=params.seed,
@@ -119,13 +123,12 @@ def write_augmented(
     Raises:
         FileNotFoundError: a source PNG is missing or unreadable (rerun `dvc repro preprocess`).
     """
+
     def read(image_id: str) -> np.ndarray:
         source = image_path(png_dir, image_id, ".png")
         bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise FileNotFoundError(
-                f"Cannot read {source}, a source of the training split; rerun `dvc repro preprocess`."
-            )
+            raise FileNotFoundError(f"Cannot read {source}, a source of the training split; rerun `dvc repro preprocess`.")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     written = 0

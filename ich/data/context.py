@@ -93,5 +93,7 @@ def neighbour_ids(frame, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`neighbour_indices` of a table with ``ID``, ``SeriesInstanceUID`` and ``position_z`` columns, as the
     IDs of each row's neighbours (``steps = 0``: the row's own ID)."""
     ids = frame["ID"].astype(str).to_numpy()
-    before, after = neighbour_indices(frame["SeriesInstanceUID"].astype(str).to_numpy(), frame["position_z"].to_numpy(), steps, ids)
+    before, after = neighbour_indices(
+        frame["SeriesInstanceUID"].astype(str).to_numpy(), frame["position_z"].to_numpy(), steps, ids
+    )
     return ids[before], ids[after]

@@ -23,7 +23,8 @@ from ich.core.pool import TaskFailure, map_in_order, resolve_workers
 from ich.core.quarantine import INVALID_ID, NO_IMAGE_SIZE, no_pixel_data
 from ich.data.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
 from ich.data.tables import INDEX_COLUMNS, TABLE_COLUMNS
-from ich.imaging.header import Header, read_header as read_dicom_header
+from ich.imaging.header import Header
+from ich.imaging.header import read_header as read_dicom_header
 
 __all__ = ["HeaderResult", "read_header", "index_headers", "IndexOutcome", "build_index"]
 
@@ -128,7 +129,9 @@ class IndexOutcome:
     reasons: Counter
 
 
-def build_index(labels: pd.DataFrame, label_problems: pd.DataFrame, results: Iterable[HeaderResult], key: bytes | None = None) -> IndexOutcome:
+def build_index(
+    labels: pd.DataFrame, label_problems: pd.DataFrame, results: Iterable[HeaderResult], key: bytes | None = None
+) -> IndexOutcome:
     """Join the wide labels table with the header rows; every image without a usable header is quarantined.
 
     Args:

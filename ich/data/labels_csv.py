@@ -7,6 +7,7 @@ seconds; every row it cannot use is reported with a reason, never dropped silent
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -87,21 +88,17 @@ def parse_long_csv(path: str) -> ParsedLabels:
 
     # One cell per (image, label, value): presence tells duplicates, conflicts and missing rows apart.
     image_count, label_count = len(image_ids), len(LABELS)
-    cells = np.bincount(
-        (row_codes * label_count + label_codes) * 2 + values, minlength=image_count * label_count * 2
-    )
+    cells = np.bincount((row_codes * label_count + label_codes) * 2 + values, minlength=image_count * label_count * 2)
     seen = cells.reshape(image_count, label_count, 2) > 0
     exact_duplicates = len(row_codes) - int(np.count_nonzero(seen))
 
     conflicting_cells = seen[:, :, 0] & seen[:, :, 1]
-    conflicting = conflicting_cells.any(axis=1)
+    conflicting = cast(np.ndarray, conflicting_cells.any(axis=1))  # axis= gives an array
     conflicting_rows = conflicting_cells[row_codes, label_codes]
     conflicting_codes = pd.unique(row_codes[conflicting_rows])  # first appearance in the file
     if len(conflicting_codes):
         rejected.append(
-            pd.DataFrame(
-                {"ID": image_ids[conflicting_codes], "reason": "conflicting duplicate rows (same label, 0 and 1)"}
-            )
+            pd.DataFrame({"ID": image_ids[conflicting_codes], "reason": "conflicting duplicate rows (same label, 0 and 1)"})
         )
 
     missing = ~seen.any(axis=2) & ~conflicting[:, None]
@@ -125,8 +122,7 @@ def parse_long_csv(path: str) -> ParsedLabels:
         )
     keep = complete & ~inconsistent
     wide = pd.DataFrame(
-        {"ID": pd.array(image_ids[keep], dtype="str")}
-        | {label: wide_values[keep, column] for column, label in enumerate(LABELS)}
+        {"ID": pd.array(image_ids[keep], dtype="str")} | {label: wide_values[keep, column] for column, label in enumerate(LABELS)}
     )
 
     rejected_frame = pd.concat(rejected, ignore_index=True).astype({"ID": str, "reason": str})

@@ -103,8 +103,12 @@ def process_many(
     ids = list(image_ids)
     in_process = file_timeout_s is None and (workers == 1 or len(ids) < 2 * workers)
     results = map_in_order(
-        partial(process_file, job=job), ids, workers=workers, timeout_s=file_timeout_s,
-        initializer=reuse_freed_memory, in_process=in_process,
+        partial(process_file, job=job),
+        ids,
+        workers=workers,
+        timeout_s=file_timeout_s,
+        initializer=reuse_freed_memory,
+        in_process=in_process,
     )
     for result in results:
         yield FileResult(result.item, None, result.reason) if isinstance(result, TaskFailure) else result

@@ -62,9 +62,7 @@ def grouped_stratified_split(
         group_counts = counts[index]
         relative_deficit = (targets - current) / np.maximum(targets, 1e-9)
         carried = np.flatnonzero(group_counts[1:] > 0) + 1
-        primary = (
-            relative_deficit[:, carried[np.argmin(totals[carried])]] if len(carried) else np.zeros(len(SPLITS))
-        )
+        primary = relative_deficit[:, carried[np.argmin(totals[carried])]] if len(carried) else np.zeros(len(SPLITS))
         score = primary + 1e-3 * relative_deficit[:, 0]
         score[~open_split] = -np.inf  # a split with a zero target never receives anything
         best = int(np.argmax(score))

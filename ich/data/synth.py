@@ -37,6 +37,7 @@ from ich.data.phantom import SliceMasks, draw_lesions, render_slice_with_masks, 
 
 __all__ = ["generate", "lesion_masks", "mask_to_image"]
 
+
 def _unique_hex_ids(rng: np.random.Generator, count: int, taken: set[str]) -> list[str]:
     ids: list[str] = []
     while len(ids) < count:
@@ -102,7 +103,6 @@ def _dicom_bytes(
     return buffer.getvalue()
 
 
-
 def generate(config: SynthesizeParams, output_dir: str | Path) -> dict[str, int]:
     """Write ``<output_dir>/stage_2_train/<ID>.dcm`` and ``<output_dir>/stage_2_train.csv``.
 
@@ -157,9 +157,7 @@ def _synthetic_slices(config: SynthesizeParams, rng: np.random.Generator) -> Ite
             slices = config.slices_per_series
             rows = size
             columns = int(round(size * 490 / 638)) if rng.random() < config.nonsquare_fraction else size
-            encoding = "wrapped" if rng.random() < config.wrapped_fraction else str(
-                rng.choice(["signed16", "unsigned12"])
-            )
+            encoding = "wrapped" if rng.random() < config.wrapped_fraction else str(rng.choice(["signed16", "unsigned12"]))
             multivalued = bool(rng.random() < config.multivalued_window_fraction)
             series = _Series(patient_id, study_uid, series_uid, rows, columns, encoding, multivalued)
             head = (
@@ -177,7 +175,9 @@ def _synthetic_slices(config: SynthesizeParams, rng: np.random.Generator) -> Ite
                 z_fraction = 0.08 + 0.84 * index / (slices - 1)
                 mix = index / (slices - 1)
                 texture = (1.0 - mix) * texture_a + mix * texture_b
-                hu, pixel_counts, masks = render_slice_with_masks(rows, columns, z_fraction, index, lesions, head, texture, rng, min_pixels)
+                hu, pixel_counts, masks = render_slice_with_masks(
+                    rows, columns, z_fraction, index, lesions, head, texture, rng, min_pixels
+                )
                 yield _Slice(series, index, image_id, z_start + 5.0 * index, hu, pixel_counts, masks)
 
 
@@ -202,8 +202,14 @@ def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
         labels[ANY] = int(bool(present))
         records.append((rendered.image_id, labels))
         data = _dicom_bytes(
-            rendered.hu, rendered.image_id, series.patient_id, series.study_uid, series.series_uid,
-            rendered.position_z, series.encoding, series.multivalued_window,
+            rendered.hu,
+            rendered.image_id,
+            series.patient_id,
+            series.study_uid,
+            series.series_uid,
+            rendered.position_z,
+            series.encoding,
+            series.multivalued_window,
         )
         atomic_write_bytes(dicom_dir / f"{rendered.image_id}.dcm", data)
         written.append(rendered.image_id)
@@ -224,9 +230,7 @@ def _generate(config: SynthesizeParams, output_dir: Path) -> dict[str, int]:
         (dicom_dir / f"{pool[position]}.dcm").unlink()
 
     order = rng.permutation(len(records))
-    lines = [
-        (f"{records[i][0]}_{label}", records[i][1][label]) for i in order for label in RSNA_ROW_ORDER
-    ]
+    lines = [(f"{records[i][0]}_{label}", records[i][1][label]) for i in order for label in RSNA_ROW_ORDER]
     for index in range(config.invalid_id_images):
         bad_id = f"ID_../../outside_{index}"
         lines.extend((f"{bad_id}_{label}", 0) for label in RSNA_ROW_ORDER)

@@ -13,7 +13,15 @@ import numpy as np
 
 from ich.core.labels import LABELS, LOG_LOSS_EPS, LOG_LOSS_WEIGHTS
 
-__all__ = ["CI_LEVEL", "MIN_VALID_DRAWS", "bootstrap_counts", "weighted_auc", "bootstrap_draws", "percentile_interval", "bootstrap_intervals"]
+__all__ = [
+    "CI_LEVEL",
+    "MIN_VALID_DRAWS",
+    "bootstrap_counts",
+    "weighted_auc",
+    "bootstrap_draws",
+    "percentile_interval",
+    "bootstrap_intervals",
+]
 
 #: Percentile bootstrap intervals are 95 % intervals: the 2.5th and 97.5th percentiles of the draws.
 CI_LEVEL = 0.95

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ich.core.labels import LABELS
 from ich.evaluation.bootstrap import bootstrap_counts, bootstrap_draws, percentile_interval
 from ich.evaluation.metrics import weighted_log_loss
-from ich.core.labels import LABELS
 
 __all__ = ["metrics_summary", "paired_log_loss_change"]
 
@@ -47,7 +47,11 @@ def paired_log_loss_change(
 def metrics_summary(result: Mapping) -> str:
     """One line of :func:`ich.evaluation.metrics.evaluate_predictions`' result: per-label AUC (``n/a`` where undefined),
     mean subtype AUC and the weighted log loss with its interval."""
-    aucs = ", ".join(f"{label} {result[label]['auc']:.3f}" if result[label]["auc"] is not None else f"{label} n/a" for label in LABELS)
+    aucs = ", ".join(
+        f"{label} {result[label]['auc']:.3f}" if result[label]["auc"] is not None else f"{label} n/a" for label in LABELS
+    )
     interval = result.get("weighted_log_loss_ci95")
     shown = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
-    return f"AUC {aucs}; mean subtype AUC {result['mean_subtype_auc']}; weighted log loss {result['weighted_log_loss']:.4f}{shown}"
+    return (
+        f"AUC {aucs}; mean subtype AUC {result['mean_subtype_auc']}; weighted log loss {result['weighted_log_loss']:.4f}{shown}"
+    )

@@ -32,9 +32,6 @@ __all__ = [
 ]
 
 
-
-
-
 def weighted_log_loss(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, eps: float = LOG_LOSS_EPS) -> float:
     """The competition metric: per-label mean log loss, weighted any=2 and each subtype=1, divided by 7.
 
@@ -71,7 +68,9 @@ def label_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> d
     }
 
 
-def tune_thresholds(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, default: float = 0.5) -> dict[str, float]:
+def tune_thresholds(
+    y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str] = LABELS, default: float = 0.5
+) -> dict[str, float]:
     """Per label, the threshold with the best F1 on these (validation) predictions; ``default`` where
     a label has no positive."""
     thresholds = {}
@@ -249,7 +248,13 @@ def evaluate_predictions(
     result["images"] = int(len(y_true))
     if groups is not None:
         result["patients"] = int(len(np.unique(np.asarray(groups))))
-        result["bootstrap"] = {"unit": "patient", "draws": int(draws), "seed": int(seed), "level": CI_LEVEL, "min_valid_draws": MIN_VALID_DRAWS}
+        result["bootstrap"] = {
+            "unit": "patient",
+            "draws": int(draws),
+            "seed": int(seed),
+            "level": CI_LEVEL,
+            "min_valid_draws": MIN_VALID_DRAWS,
+        }
     if series is not None:
         by_series = series_predictions(y_true, y_prob, series, groups)
         result["series"] = int(len(by_series.ids))

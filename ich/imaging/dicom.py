@@ -11,16 +11,16 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     EnhancedCTImageStorage,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MediaStorageDirectoryStorage,
-    UID,
 )
 
-from ich.core.quarantine import DICOMDIR, NOT_DICOM, NO_IMAGE_SIZE, short, unreadable_header
+from ich.core.quarantine import DICOMDIR, NO_IMAGE_SIZE, NOT_DICOM, short, unreadable_header
 from ich.imaging.header import is_image_dataset, position_z, text_value, values_unchecked
 
 __all__ = [
@@ -104,18 +104,12 @@ def _stored_pixels(dataset: Dataset) -> np.ndarray:
     bits_stored = int(dataset.get("BitsStored", bits_allocated) or bits_allocated)
     representation = int(dataset.get("PixelRepresentation", 0) or 0)
     syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
-    if (
-        syntax in _NATIVE_SYNTAXES
-        and bits_allocated == 16
-        and (representation == 0 or bits_stored == 16)
-    ):
+    if syntax in _NATIVE_SYNTAXES and bits_allocated == 16 and (representation == 0 or bits_stored == 16):
         # Fast path for plain little-endian 16-bit data (all of RSNA): no copy, no decoder.
         data = dataset.PixelData
         expected = rows * columns * 2
         if len(data) < expected:
-            raise UnusableSlice(
-                f"pixel data truncated ({len(data)} bytes, {rows}x{columns} 16-bit needs {expected})"
-            )
+            raise UnusableSlice(f"pixel data truncated ({len(data)} bytes, {rows}x{columns} 16-bit needs {expected})")
         # A read-only view of the file's bytes, in the file's 16-bit type (no copy, no widening).
         return np.frombuffer(data, dtype="<i2" if representation else "<u2", count=rows * columns).reshape(rows, columns)
     try:
@@ -199,18 +193,14 @@ def _check_is_ct(dataset: Dataset) -> None:
 
 def _read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str) -> CtSlice:
     if rsna_pixel_fix not in RSNA_PIXEL_FIX_MODES:
-        raise ValueError(
-            f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}"
-        )
+        raise ValueError(f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}")
     dataset = _parse(data)
     _check_is_ct(dataset)
     if "PixelData" not in dataset:
         raise UnusableSlice("no pixel data")
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     if samples != 1:
-        raise UnusableSlice(
-            f"colour image (SamplesPerPixel={samples}, {dataset.get('PhotometricInterpretation', '?')})"
-        )
+        raise UnusableSlice(f"colour image (SamplesPerPixel={samples}, {dataset.get('PhotometricInterpretation', '?')})")
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise UnusableSlice(f"multi-frame image (NumberOfFrames={frames}); expected one slice per file")

@@ -58,9 +58,11 @@ def encode_png(image: np.ndarray) -> bytes:
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps mod 256, as PNG's does
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[channels], 0, 0, 0)
-    return b"".join((
-        _SIGNATURE,
-        _chunk(b"IHDR", header),
-        _chunk(b"IDAT", isal_zlib.compress(filtered.data, _DEFLATE_LEVEL)),
-        _chunk(b"IEND", b""),
-    ))
+    return b"".join(
+        (
+            _SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", isal_zlib.compress(filtered.data, _DEFLATE_LEVEL)),
+            _chunk(b"IEND", b""),
+        )
+    )

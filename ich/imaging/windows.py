@@ -64,9 +64,7 @@ def compose_rgb(hounsfield: np.ndarray, windows: Sequence[Window] = DEFAULT_WIND
     return np.stack([apply_window(hounsfield, window) for window in windows], axis=-1)
 
 
-def window_lut(
-    low: int, high: int, slope: float, intercept: float, windows: Sequence[Window] = DEFAULT_WINDOWS
-) -> np.ndarray:
+def window_lut(low: int, high: int, slope: float, intercept: float, windows: Sequence[Window] = DEFAULT_WINDOWS) -> np.ndarray:
     """Lookup table from stored pixel values ``low..high`` to RGB: ``(high - low + 1, 3)`` uint8.
 
     ``lut[raw - low]`` equals ``compose_rgb(raw * slope + intercept)`` exactly, at the cost of one
@@ -79,17 +77,13 @@ def window_lut(
 def windows_from_params(entries: Sequence[Mapping[str, object]]) -> tuple[Window, ...]:
     """Build windows from ``preprocess.windows`` (a list of ``{name, center, width}`` in R, G, B order)."""
     if len(entries) != 3:
-        raise ValueError(
-            "`preprocess.windows` must list exactly three windows (red, green, blue). "
-            f"Received: {len(entries)}"
-        )
+        raise ValueError(f"`preprocess.windows` must list exactly three windows (red, green, blue). Received: {len(entries)}")
     windows = []
     for entry in entries:
         unknown = set(entry) - {"name", "center", "width"}
         if unknown or not {"name", "center", "width"} <= set(entry):
             raise ValueError(
-                "Each entry of `preprocess.windows` needs exactly the keys name, center, width. "
-                f"Received: {dict(entry)}"
+                f"Each entry of `preprocess.windows` needs exactly the keys name, center, width. Received: {dict(entry)}"
             )
         windows.append(Window(str(entry["name"]), float(entry["center"]), float(entry["width"])))  # type: ignore[arg-type]
     return tuple(windows)

@@ -248,11 +248,14 @@ def _feature_map(model: keras.Model, pooling: keras.layers.Layer, level: int) ->
         return last
     side = last.shape[1] * 2**level
     candidates = [
-        layer.output for layer in model.layers
+        layer.output
+        for layer in model.layers
         if len(getattr(layer, "_inbound_nodes", [])) == 1 and len(layer.output.shape) == 4 and layer.output.shape[1] == side
     ]
     if not candidates:
-        raise _NoSuchMap(f"{model.name!r} has no {side} x {side} feature map (level {level} of a {last.shape[1]} x {last.shape[1]} one)")
+        raise _NoSuchMap(
+            f"{model.name!r} has no {side} x {side} feature map (level {level} of a {last.shape[1]} x {last.shape[1]} one)"
+        )
     return candidates[-1]
 
 

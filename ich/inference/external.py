@@ -82,8 +82,16 @@ def external_metrics(
     final_tuned = _thresholds(card.thresholds, {label: threshold for label in LABELS})
 
     def score(columns: list[str], tuned: dict[str, float]) -> dict[str, object]:
-        return evaluate_predictions(y_true, rows[columns].to_numpy(dtype=np.float64), threshold, tuned, groups=groups, series=series,
-                                    draws=draws, seed=seed)
+        return evaluate_predictions(
+            y_true,
+            rows[columns].to_numpy(dtype=np.float64),
+            threshold,
+            tuned,
+            groups=groups,
+            series=series,
+            draws=draws,
+            seed=seed,
+        )
 
     metrics = score(list(LABELS), final_tuned)
     if prediction.sequence:
@@ -105,20 +113,35 @@ def external_quarantine(prediction: Prediction, rejected: pd.DataFrame, labels: 
 def build_parser(prog: str = "python -m ich.inference.external") -> argparse.ArgumentParser:
     from ich.inference.cli import non_negative_int, positive_int, probability
 
-    parser = argparse.ArgumentParser(prog=prog, description="Score a trained model on an external labelled set of head-CT DICOMs, without retraining.")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Score a trained model on an external labelled set of head-CT DICOMs, without retraining."
+    )
     parser.add_argument("--dicom-dir", required=True, help="folder of DICOM files (searched recursively; any file names)")
     parser.add_argument("--labels-csv", required=True, help="labels in RSNA's long format (ID,Label with ID_<image>_<label>)")
     parser.add_argument("--models", default="models", help="trained model folder (with model.json); default: models")
     parser.add_argument("--out", required=True, help="output folder for evaluate.json, predictions.csv, quarantine.csv")
-    parser.add_argument("--threshold", type=probability, default=0.5, help="decision threshold of accuracy/precision/recall/F1 (default 0.5; "
-                        "the card's tuned thresholds are reported under `tuned`)")
-    parser.add_argument("--bootstrap-draws", type=positive_int, default=1000, help="patient-level resamples for the 95%% intervals (default 1000)")
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="decision threshold of accuracy/precision/recall/F1 (default 0.5; "
+        "the card's tuned thresholds are reported under `tuned`)",
+    )
+    parser.add_argument(
+        "--bootstrap-draws", type=positive_int, default=1000, help="patient-level resamples for the 95%% intervals (default 1000)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     parser.add_argument("--tta", action="store_true", help="average each image with its horizontal mirror")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per model batch (default 64)")
-    parser.add_argument("--workers", type=non_negative_int, default=0, help="processes reading and rendering DICOMs; 0 = all cores (default)")
-    parser.add_argument("--chunk-images", type=positive_int, default=256, help="images (whole series) rendered and predicted at a time")
-    parser.add_argument("--file-timeout-s", type=float, default=60.0, help="a file taking longer to decode is quarantined (default 60)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, help="processes reading and rendering DICOMs; 0 = all cores (default)"
+    )
+    parser.add_argument(
+        "--chunk-images", type=positive_int, default=256, help="images (whole series) rendered and predicted at a time"
+    )
+    parser.add_argument(
+        "--file-timeout-s", type=float, default=60.0, help="a file taking longer to decode is quarantined (default 60)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -141,15 +164,27 @@ def run_evaluate_external(args: argparse.Namespace) -> dict[str, object]:
         raise PipelineError(f"The labels CSV {str(args.labels_csv)!r} does not exist. Pass RSNA's long-format CSV (ID,Label).")
     parsed = parse_long_csv(args.labels_csv)
     if parsed.wide.empty:
-        raise PipelineError(f"{args.labels_csv}: no usable label rows ({len(parsed.rejected)} rejected, e.g. {parsed.rejected['reason'].iloc[0]!r}).")
+        raise PipelineError(
+            f"{args.labels_csv}: no usable label rows ({len(parsed.rejected)} rejected, e.g. {parsed.rejected['reason'].iloc[0]!r})."
+        )
     scan = scan_folder(args.dicom_dir, workers=args.workers, exclude=out, progress=not args.no_progress)
     model: LoadedModel = load_model_folder(args.models)
-    prediction = predict_files(model, scan, tta=args.tta, batch_size=args.batch_size, workers=args.workers,
-                               chunk_images=args.chunk_images, file_timeout_s=args.file_timeout_s, progress=not args.no_progress)
+    prediction = predict_files(
+        model,
+        scan,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        chunk_images=args.chunk_images,
+        file_timeout_s=args.file_timeout_s,
+        progress=not args.no_progress,
+    )
     out.mkdir(parents=True, exist_ok=True)
     quarantine = external_quarantine(prediction, parsed.rejected, parsed.wide)
     write_csv(quarantine, out / "quarantine.csv")
-    metrics, rows = external_metrics(prediction, parsed.wide, model.card, threshold=args.threshold, draws=args.bootstrap_draws, seed=args.seed)
+    metrics, rows = external_metrics(
+        prediction, parsed.wide, model.card, threshold=args.threshold, draws=args.bootstrap_draws, seed=args.seed
+    )
     metrics["external"] = {
         "dicom_dir": str(args.dicom_dir),
         "labels_csv": str(args.labels_csv),

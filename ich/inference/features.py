@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ich.data.context import series_order, series_runs
 from ich.core.files import atomic_write_text
+from ich.data.context import series_order, series_runs
 from ich.inference.loading import LoadedModel, SlicePredictions
 
 __all__ = ["load_pngs", "series_chunks", "predict_frame", "FeatureStore", "fingerprint_files"]
@@ -40,7 +40,9 @@ def load_pngs(paths: list[str], image_size: int) -> np.ndarray:
         if image is None:
             raise ValueError(f"Cannot read the image {path}")
         if image.shape[:2] != (image_size, image_size):
-            raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]} px; the model reads {image_size} px (rerun preprocess)")
+            raise ValueError(
+                f"{path} is {image.shape[1]}x{image.shape[0]} px; the model reads {image_size} px (rerun preprocess)"
+            )
         images[index] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return images
 
@@ -62,7 +64,9 @@ def series_chunks(frame: pd.DataFrame, chunk_images: int) -> Iterator[np.ndarray
         yield np.concatenate(chunk)
 
 
-def _chunk_arrays(model: LoadedModel, frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _chunk_arrays(
+    model: LoadedModel, frame: pd.DataFrame, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     part = frame.iloc[rows]
     return (
         load_pngs(part["path"].tolist(), model.image_size),
@@ -129,7 +133,9 @@ class FeatureStore:
             images, series, positions, ids = _chunk_arrays(model, frame, rows)
             cnn, pooled = model.cnn_outputs(images, series, positions, ids, batch_size, with_features=True)
             if features is None:
-                features = np.lib.format.open_memmap(features_path, mode="w+", dtype=np.float32, shape=(len(frame), pooled.shape[1]))
+                features = np.lib.format.open_memmap(
+                    features_path, mode="w+", dtype=np.float32, shape=(len(frame), pooled.shape[1])
+                )
                 probabilities = np.lib.format.open_memmap(probabilities_path, mode="w+", dtype=np.float64, shape=(len(frame), 6))
             features[rows], probabilities[rows] = pooled, cnn
             features.flush()
@@ -141,4 +147,8 @@ class FeatureStore:
         if features is None:  # an empty table
             return np.zeros((0, 0), np.float32), np.zeros((0, 6)), {"images": 0, "seconds": 0.0, "images_per_s": None}
         rate = computed / seconds if computed and seconds > 0 else None
-        return np.asarray(features), np.asarray(probabilities), {"images": computed, "seconds": round(seconds, 3), "images_per_s": rate}
+        return (
+            np.asarray(features),
+            np.asarray(probabilities),
+            {"images": computed, "seconds": round(seconds, 3), "images_per_s": rate},
+        )

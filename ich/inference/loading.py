@@ -25,7 +25,6 @@ from ich.models.sequence import predict_series, slice_inputs
 __all__ = ["LoadedModel", "SlicePredictions", "load_models", "image_batches"]
 
 
-
 @dataclass(frozen=True)
 class SlicePredictions:
     """Per-slice ``(N, 6)`` float64 probabilities in :data:`ich.core.labels.LABELS` order, rows in input order.
@@ -72,7 +71,9 @@ class LoadedModel:
         2.5D), combined as the card says (see :meth:`Recipe.predict`). No slice context: see :meth:`predict_slices`."""
         return self.recipe.predict(self.networks, images, self.card.combination, self.card.gate_threshold)
 
-    def model_inputs(self, images: np.ndarray, series: Sequence[str], positions: Sequence[float], ids: Sequence[str] | None = None) -> np.ndarray:
+    def model_inputs(
+        self, images: np.ndarray, series: Sequence[str], positions: Sequence[float], ids: Sequence[str] | None = None
+    ) -> np.ndarray:
         """What the CNN reads: the rendered single slices ``(N, H, W, 3)`` composed into 2.5D images as in training
         (:func:`ich.data.context.compose_context`; unchanged when ``context_slices`` is 0)."""
         if self.context_slices == 0:
@@ -122,8 +123,12 @@ class LoadedModel:
         combination, gate = self.card.combination, self.card.gate_threshold
         views = [inputs, inputs[:, :, ::-1]] if tta else [inputs]
         if not with_features:
-            return np.mean([self.recipe.predict(self.networks, image_batches(view, batch_size), combination, gate) for view in views], axis=0), None
-        outputs = [self.recipe.predict_with_features(self.networks, image_batches(view, batch_size), combination, gate) for view in views]
+            return np.mean(
+                [self.recipe.predict(self.networks, image_batches(view, batch_size), combination, gate) for view in views], axis=0
+            ), None
+        outputs = [
+            self.recipe.predict_with_features(self.networks, image_batches(view, batch_size), combination, gate) for view in views
+        ]
         return np.mean([p for p, _ in outputs], axis=0), np.mean([f for _, f in outputs], axis=0)
 
 
@@ -138,7 +143,9 @@ def load_models(model_dir: str | os.PathLike) -> LoadedModel:
     card = read_model_card(model_dir)
     recipe = get_recipe(card.arch)
     if set(card.files) != set(recipe.networks):
-        raise ValueError(f"{model_dir}: recipe {recipe.name!r} needs networks {recipe.networks}, the card lists {sorted(card.files)}")
+        raise ValueError(
+            f"{model_dir}: recipe {recipe.name!r} needs networks {recipe.networks}, the card lists {sorted(card.files)}"
+        )
     # The card's schema allows plain names only (ich.models.card), so every path below stays inside model_dir.
     cnn_dir = model_dir / card.cnn_dir if card.cnn_dir else model_dir
     sequence_path = model_dir / card.sequence.dir / card.sequence.file if card.sequence else None

@@ -119,7 +119,7 @@ def model_card(
     windows: list[dict[str, Any]],
     weights: str | None,
     thresholds: Mapping[str, float],
-    combination: str = "product",
+    combination: Literal["product", "gate"] = "product",
     gate_threshold: float = 0.5,
     **extra: Any,
 ) -> ModelCard:

@@ -28,7 +28,9 @@ def combine_cascade(
     p_any = np.asarray(p_any, dtype=np.float64).reshape(-1, 1)
     conditional = np.asarray(p_subtype_given_bleed, dtype=np.float64)
     if conditional.shape != (len(p_any), len(SUBTYPES)):
-        raise ValueError(f"Expected stage-2 probabilities of shape ({len(p_any)}, {len(SUBTYPES)}). Received: {conditional.shape}")
+        raise ValueError(
+            f"Expected stage-2 probabilities of shape ({len(p_any)}, {len(SUBTYPES)}). Received: {conditional.shape}"
+        )
     if method == "product":
         subtypes = p_any * conditional
     elif method == "gate":

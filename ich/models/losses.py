@@ -58,7 +58,9 @@ def positive_weights(targets: np.ndarray, maximum: float) -> list[float]:
 def auc_metrics(label_names: Sequence[str]) -> list[keras.metrics.Metric]:
     """Overall AUC, and with several labels one :class:`LabelAUC` per label (``auc_<label>``)."""
     metrics: list[keras.metrics.Metric] = [
-        keras.metrics.AUC(multi_label=len(label_names) > 1, num_labels=len(label_names) if len(label_names) > 1 else None, name="auc")
+        keras.metrics.AUC(
+            multi_label=len(label_names) > 1, num_labels=len(label_names) if len(label_names) > 1 else None, name="auc"
+        )
     ]
     if len(label_names) > 1:
         metrics += [LabelAUC(index, name=f"auc_{label}") for index, label in enumerate(label_names)]

@@ -141,6 +141,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "convnext_large": BackboneSpec(keras.applications.ConvNeXtLarge, "convnext"),
 }
 
+
 def backbone_names(family: str | None = None) -> list[str]:
     """Registered backbone names, optionally of one family."""
     return [name for name, spec in BACKBONES.items() if family is None or spec.family == family]

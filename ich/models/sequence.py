@@ -25,8 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ich.core.labels import LOG_LOSS_WEIGHTS
-from ich.core.labels import LABELS
+from ich.core.labels import LABELS, LOG_LOSS_WEIGHTS
 
 __all__ = [
     "LOGIT_CLIP",
@@ -59,7 +58,9 @@ def slice_inputs(features: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     added per series by :func:`series_inputs`)."""
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or len(features) != len(probabilities):
-        raise ValueError(f"features must be (N, F) with one row per probability row; got {features.shape} and {np.shape(probabilities)}")
+        raise ValueError(
+            f"features must be (N, F) with one row per probability row; got {features.shape} and {np.shape(probabilities)}"
+        )
     return np.concatenate([features, _logit(probabilities).astype(np.float32)], axis=1)
 
 
@@ -102,7 +103,9 @@ class BooleanMask(layers.Layer):
         return keras.KerasTensor(mask.shape, dtype="bool")
 
 
-def build_sequence_model(feature_dim: int, projection: int = 32, units: int = 32, dropout: float = 0.5, layers_count: int = 2) -> keras.Model:
+def build_sequence_model(
+    feature_dim: int, projection: int = 32, units: int = 32, dropout: float = 0.5, layers_count: int = 2
+) -> keras.Model:
     """The sequence network: inputs ``slices`` ``(batch, T, feature_dim + 18)`` (from :func:`series_inputs`)
     and ``mask`` ``(batch, T)`` (1 = a real slice), output ``(batch, T, 6)`` probabilities (see the module
     docstring). ``feature_dim`` is the CNN's pooled-feature width."""
@@ -247,8 +250,12 @@ def fit_sequence(train: SeriesSet, val: SeriesSet, params, score, live=None) -> 
     model = build_sequence_model(train.feature_dim, params.projection, params.units, params.dropout, params.layers)
     model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=weighted_binary_crossentropy)
     batches = SeriesBatches(
-        [series_inputs(train.rows[run]) for run in train.runs], [train.targets[run] for run in train.runs],
-        params.batch_series, params.crop, params.reverse_p, params.seed,
+        [series_inputs(train.rows[run]) for run in train.runs],
+        [train.targets[run] for run in train.runs],
+        params.batch_series,
+        params.crop,
+        params.reverse_p,
+        params.seed,
     )
     best = {"epoch": 0, "val_weighted_log_loss": float(score(val.targets, predict_series(model, val.rows, val.runs)))}
     best_weights, epochs_run = model.get_weights(), 0

@@ -12,7 +12,14 @@ from ich.core.labels import LABELS
 __all__ = ["SHORT_NAMES", "log_label_plots", "montage"]
 
 #: Short label names for captions.
-SHORT_NAMES = {"any": "any", "epidural": "EDH", "intraparenchymal": "IPH", "intraventricular": "IVH", "subarachnoid": "SAH", "subdural": "SDH"}
+SHORT_NAMES = {
+    "any": "any",
+    "epidural": "EDH",
+    "intraparenchymal": "IPH",
+    "intraventricular": "IVH",
+    "subarachnoid": "SAH",
+    "subdural": "SDH",
+}
 
 
 def log_label_plots(live: Live, y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> None:
@@ -34,19 +41,25 @@ def montage(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float, co
     positives = np.flatnonzero(frame["any"].to_numpy() == 1)
     negatives = np.flatnonzero(frame["any"].to_numpy() == 0)
     half = count // 2
-    chosen = np.concatenate([
-        rng.choice(positives, size=min(len(positives), count - min(half, len(negatives))), replace=False),
-        rng.choice(negatives, size=min(half, len(negatives)), replace=False),
-    ]).astype(int)
+    chosen = np.concatenate(
+        [
+            rng.choice(positives, size=min(len(positives), count - min(half, len(negatives))), replace=False),
+            rng.choice(negatives, size=min(half, len(negatives)), replace=False),
+        ]
+    ).astype(int)
     tiles = []
     for index in chosen:
         tile = cv2.resize(cv2.imread(frame["path"].iloc[index], cv2.IMREAD_COLOR), (192, 192), interpolation=cv2.INTER_NEAREST)
         truth = [SHORT_NAMES[label] for label in LABELS if frame[label].iloc[index] == 1] or ["none"]
         predicted = [
-            f"{SHORT_NAMES[label]} {probabilities[index, k]:.2f}" for k, label in enumerate(LABELS) if probabilities[index, k] >= threshold
+            f"{SHORT_NAMES[label]} {probabilities[index, k]:.2f}"
+            for k, label in enumerate(LABELS)
+            if probabilities[index, k] >= threshold
         ] or ["none"]
         cv2.putText(tile, "T: " + " ".join(truth), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.putText(tile, "P: " + " ".join(predicted)[:40], (4, 186), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            tile, "P: " + " ".join(predicted)[:40], (4, 186), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA
+        )
         tiles.append(tile)
     columns = 4
     while len(tiles) % columns:

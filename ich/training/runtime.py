@@ -68,15 +68,17 @@ def configure_runtime(
         chosen = tf.distribute.MirroredStrategy(devices=devices)
     elif strategy == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("`train.strategy: multi_worker` needs the TF_CONFIG environment variable (see README).")
+            raise ValueError("`train.strategy: multi_worker` needs the TF_CONFIG environment variable (see docs/scaling.md).")
         chosen = _nested_reduce(tf.distribute.MultiWorkerMirroredStrategy())
     else:
-        raise ValueError(
-            f"`train.strategy` must be one of auto, default, mirrored, multi_worker. Received: {strategy!r}"
-        )
+        raise ValueError(f"`train.strategy` must be one of auto, default, mirrored, multi_worker. Received: {strategy!r}")
     logger.info(
         "runtime: %d GPU(s), strategy %s with %d replica(s), mixed precision %s, XLA %s",
-        gpus, type(chosen).__name__, chosen.num_replicas_in_sync, use_mixed, use_xla,
+        gpus,
+        type(chosen).__name__,
+        chosen.num_replicas_in_sync,
+        use_mixed,
+        use_xla,
     )
     resolver = getattr(chosen, "cluster_resolver", None) if strategy == "multi_worker" else None
     task_type = getattr(resolver, "task_type", None)

@@ -17,9 +17,9 @@ from dvclive.utils import standardize_metric_name
 
 from dvclive import Live
 from ich.data.context import neighbour_ids
-from ich.training.datasets import label_matrix, make_dataset
 from ich.models.losses import WeightedBinaryCrossentropy, auc_metrics, positive_weights
 from ich.models.networks import backbones_of
+from ich.training.datasets import label_matrix, make_dataset
 from ich.training.resume import ResumableEarlyStopping, ResumeCallback, ResumeStore
 from ich.training.runtime import Runtime
 
@@ -132,14 +132,16 @@ def fit_phases(
         stored = {}  # its checkpoint is gone: train it again
     start_phase, epoch_done = int(stored.get("phase", 0)), int(stored.get("epoch", 0))
     phase_start = int(stored.get("phase_start", 0))
-    phase_finished = bool(stored) and (
-        stored.get("stopped") or epoch_done >= phase_start + phases[start_phase].epochs
-    )
+    phase_finished = bool(stored) and (stored.get("stopped") or epoch_done >= phase_start + phases[start_phase].epochs)
     if phase_finished:
         start_phase, phase_start = start_phase + 1, epoch_done
     best_so_far = stored.get("checkpoint_best")
     checkpoint = AtomicModelCheckpoint(
-        checkpoint_path, monitor="val_auc", mode="max", save_best_only=True, verbose=0,
+        checkpoint_path,
+        monitor="val_auc",
+        mode="max",
+        save_best_only=True,
+        verbose=0,
         initial_value_threshold=best_so_far,
     )
     logging_callback = StageLiveCallback(live, prefix)
@@ -165,7 +167,10 @@ def fit_phases(
                 # The snapshot's weights; its optimizer state only if it belongs to this phase.
                 resume.restore(prefix, model, optimizer=continuing)
         stopper = ResumableEarlyStopping(
-            monitor="val_auc", mode="max", patience=patience, restore_best_weights=False,
+            monitor="val_auc",
+            mode="max",
+            patience=patience,
+            restore_best_weights=False,
             resume_wait=int(stored.get("stopper_wait", 0)) if continuing else 0,
             resume_best=stored.get("stopper_best") if continuing else None,
         )
@@ -174,7 +179,11 @@ def fit_phases(
             callbacks.append(ResumeCallback(resume, prefix, index, phase_start, checkpoint, stopper, live))
         remaining = phase_start + phase.epochs - initial_epoch
         logger.info(
-            "%s: phase %s, %d epoch(s) at lr %g%s", prefix, phase.name, remaining, phase.learning_rate,
+            "%s: phase %s, %d epoch(s) at lr %g%s",
+            prefix,
+            phase.name,
+            remaining,
+            phase.learning_rate,
             f" (resumed after epoch {initial_epoch})" if continuing else "",
         )
         history = model.fit(
@@ -247,8 +256,14 @@ class Trainer:
     def dataset(self, frame: pd.DataFrame, labels: Sequence[str], shuffle: bool, cache: bool | None = None) -> tf.data.Dataset:
         """``frame``'s images and ``labels`` as a batched dataset (see :func:`ich.training.datasets.make_dataset`)."""
         return make_dataset(
-            frame["path"].tolist(), label_matrix(frame, labels), self.image_size, self.batch_size, shuffle, self.seed,
-            self.cache_images if cache is None else cache, self._neighbour_paths(frame),
+            frame["path"].tolist(),
+            label_matrix(frame, labels),
+            self.image_size,
+            self.batch_size,
+            shuffle,
+            self.seed,
+            self.cache_images if cache is None else cache,
+            self._neighbour_paths(frame),
         )
 
     def __post_init__(self) -> None:
@@ -305,7 +320,17 @@ class Trainer:
         with self.runtime.strategy.scope():
             model = build()
         return fit_phases(
-            model, train_data, val_data, labels, self.phases, WeightedBinaryCrossentropy(weights),
-            str(self.store.best_checkpoint(name)), live=self.live, prefix=name, patience=self.patience,
-            jit_compile=self.runtime.jit_compile, strategy=self.runtime.strategy, resume=self.store,
+            model,
+            train_data,
+            val_data,
+            labels,
+            self.phases,
+            WeightedBinaryCrossentropy(weights),
+            str(self.store.best_checkpoint(name)),
+            live=self.live,
+            prefix=name,
+            patience=self.patience,
+            jit_compile=self.runtime.jit_compile,
+            strategy=self.runtime.strategy,
+            resume=self.store,
         )

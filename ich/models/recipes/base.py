@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ich.models.recipes import RecipeError
 from ich.models.networks import HEAD_LAYER
+from ich.models.recipes import RecipeError
 
 if TYPE_CHECKING:  # the trainer is handed in by the train stage; inference never imports training code
     from ich.core.params import ModelParams

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from ich.models.combination import combine_cascade
 from ich.core.labels import ANY, SUBTYPES
+from ich.models.combination import combine_cascade
 from ich.models.networks import build_any_classifier, build_subtype_fusion
 from ich.models.recipes import RecipeError
 from ich.models.recipes.base import CamTarget, Recipe, register
@@ -40,11 +40,19 @@ class Cascade(Recipe):
 
     def build(self, network: str, params: ModelParams, input_shape: tuple[int, int, int]) -> keras.Model:
         if network == "stage1":
-            return build_any_classifier(params.efficientnet, input_shape, params.weights, params.dropout, params.online_augmentation)
+            return build_any_classifier(
+                params.efficientnet, input_shape, params.weights, params.dropout, params.online_augmentation
+            )
         if network == "stage2":
             return build_subtype_fusion(
-                params.efficientnet, params.convnext, input_shape, len(SUBTYPES), params.weights,
-                params.dropout, params.fusion_units, params.online_augmentation,
+                params.efficientnet,
+                params.convnext,
+                input_shape,
+                len(SUBTYPES),
+                params.weights,
+                params.dropout,
+                params.fusion_units,
+                params.online_augmentation,
             )
         raise RecipeError(f"{self.name} has the networks {', '.join(self.networks)}. Received: {network!r}")
 
