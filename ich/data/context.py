@@ -27,7 +27,9 @@ import numpy as np
 __all__ = ["series_order", "neighbour_indices", "neighbour_ids", "compose_context", "series_runs"]
 
 
-def series_order(series: Sequence[str], positions: Sequence[float], ids: Sequence[str] | None = None) -> np.ndarray:
+def series_order(
+    series: Sequence[str] | np.ndarray, positions: Sequence[float] | np.ndarray, ids: Sequence[str] | np.ndarray | None = None
+) -> np.ndarray:
     """Row indices that sort the rows by series (first appearance), then by ``positions`` ascending.
 
     Unknown positions (NaN/None) come last in their series; ties and unknowns are ordered by ``ids`` when given,
@@ -46,12 +48,12 @@ def series_order(series: Sequence[str], positions: Sequence[float], ids: Sequenc
     return np.lexsort((np.arange(count), tie_break, np.where(unknown, 0.0, z), unknown, series_rank))
 
 
-def _float_positions(values: Sequence[float]) -> np.ndarray:
+def _float_positions(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """``values`` as float64, ``None`` and empty strings as NaN."""
     return np.array([np.nan if value is None or value == "" else float(value) for value in values], dtype=np.float64)
 
 
-def series_runs(series: Sequence[str], order: np.ndarray) -> list[np.ndarray]:
+def series_runs(series: Sequence[str] | np.ndarray, order: np.ndarray) -> list[np.ndarray]:
     """The row indices of each series, in z order: ``order`` (from :func:`series_order`) cut where the series changes."""
     series = np.asarray(series, dtype=object)[order]
     if len(order) == 0:
@@ -61,7 +63,10 @@ def series_runs(series: Sequence[str], order: np.ndarray) -> list[np.ndarray]:
 
 
 def neighbour_indices(
-    series: Sequence[str], positions: Sequence[float], steps: int, ids: Sequence[str] | None = None
+    series: Sequence[str] | np.ndarray,
+    positions: Sequence[float] | np.ndarray,
+    steps: int,
+    ids: Sequence[str] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the row ``steps`` slices before it and the row ``steps`` slices after it in its series'
     z order, clamped to the series' first and last slice (``steps = 0``: the row itself)."""

@@ -61,7 +61,7 @@ def _dicom_bytes(
     """Encode an HU slice as an RSNA-style CT DICOM; ``encoding`` picks how pixels are stored."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = image_id
+    meta.MediaStorageSOPInstanceUID = image_id  # type: ignore[assignment]  # pydicom stores a str as UID; its annotation omits str
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 from sklearn.metrics import (
@@ -95,7 +95,7 @@ def mean_subtype_auc(aucs: Mapping[str, float | None]) -> float | None:
     values = [aucs[subtype] for subtype in SUBTYPES]
     if any(value is None for value in values):
         return None
-    return float(np.mean(values))
+    return float(np.mean(cast("list[float]", values)))  # no None left: checked above
 
 
 class SeriesPredictions(NamedTuple):
@@ -191,7 +191,7 @@ def _summary(
     result: dict[str, object] = {}
     intervals = bootstrap_intervals(y_true, y_prob, groups, draws, seed) if groups is not None else None
     for index, label in enumerate(LABELS):
-        entry = label_metrics(y_true[:, index], y_prob[:, index], threshold)
+        entry = cast("dict[str, object]", label_metrics(y_true[:, index], y_prob[:, index], threshold))
         if intervals is not None:
             entry["auc_ci95"] = intervals["auc_ci95"][label]  # type: ignore[index]
         if tuned is not None:

@@ -206,7 +206,7 @@ def run_predict(
             + f". Every file and its reason is in {out / 'quarantine.csv'}."
         )
     series = write_outputs(out, prediction, thresholds)
-    summary = {
+    summary: dict[str, object] = {
         **prediction.counts,
         "models": str(models_dir),
         "arch": model.card.arch,

@@ -131,7 +131,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1]. Received: {alpha}")
     rgb = image.astype(np.float32) if image.dtype == np.uint8 else np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0
-    heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0)
+    heat: np.ndarray = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0)
     if heat.ndim != 2:
         raise ValueError(f"`heatmap` must be 2-D (h, w). Received shape {heat.shape}")
     if heat.shape != image.shape[:2]:

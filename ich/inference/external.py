@@ -1,6 +1,6 @@
 """`ich evaluate-external`: score a trained model on an external labelled set, without retraining.
 
-    python -m ich.inference.external --dicom-dir D --labels-csv L --models M --out O
+    python -m ich.evaluate_external --dicom-dir D --labels-csv L --models M --out O
 
 ``D`` is any folder tree of CT DICOMs (read as `ich predict` reads it: recursively, any file names, whole
 series); ``L`` the labels in RSNA's long format (``ID,Label`` with ``ID_<image>_<label>``, read by
@@ -110,7 +110,7 @@ def external_quarantine(prediction: Prediction, rejected: pd.DataFrame, labels: 
     return pd.concat([label_rows, prediction.quarantine, no_file], ignore_index=True)[["ID", "reason", "file"]]
 
 
-def build_parser(prog: str = "python -m ich.inference.external") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m ich.evaluate_external") -> argparse.ArgumentParser:
     from ich.inference.cli import non_negative_int, positive_int, probability
 
     parser = argparse.ArgumentParser(
@@ -205,7 +205,7 @@ def run_evaluate_external(args: argparse.Namespace) -> dict[str, object]:
     return metrics
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m ich.inference.external") -> None:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ich.evaluate_external") -> None:
     """The command line: errors a user can fix print one line and exit 1."""
     from ich.core.runner import run_stage
 

@@ -113,7 +113,7 @@ class FeatureStore:
 
     def compute(
         self, model: LoadedModel, frame: pd.DataFrame, fingerprint: str, batch_size: int = 64, chunk_images: int = 1024
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, float | None]]:
         """Features ``(N, F)`` float32 and probabilities ``(N, 6)`` float64 of every row of ``frame`` (rows in its
         order, memory-mapped from disk) and ``{"images": computed now, "seconds": ..., "images_per_s": ...}``."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -132,11 +132,13 @@ class FeatureStore:
                 continue
             images, series, positions, ids = _chunk_arrays(model, frame, rows)
             cnn, pooled = model.cnn_outputs(images, series, positions, ids, batch_size, with_features=True)
+            assert pooled is not None  # with_features=True
             if features is None:
                 features = np.lib.format.open_memmap(
                     features_path, mode="w+", dtype=np.float32, shape=(len(frame), pooled.shape[1])
                 )
                 probabilities = np.lib.format.open_memmap(probabilities_path, mode="w+", dtype=np.float64, shape=(len(frame), 6))
+            assert probabilities is not None  # opened together with features
             features[rows], probabilities[rows] = pooled, cnn
             features.flush()
             probabilities.flush()

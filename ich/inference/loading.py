@@ -72,7 +72,11 @@ class LoadedModel:
         return self.recipe.predict(self.networks, images, self.card.combination, self.card.gate_threshold)
 
     def model_inputs(
-        self, images: np.ndarray, series: Sequence[str], positions: Sequence[float], ids: Sequence[str] | None = None
+        self,
+        images: np.ndarray,
+        series: Sequence[str] | np.ndarray,
+        positions: Sequence[float] | np.ndarray,
+        ids: Sequence[str] | np.ndarray | None = None,
     ) -> np.ndarray:
         """What the CNN reads: the rendered single slices ``(N, H, W, 3)`` composed into 2.5D images as in training
         (:func:`ich.data.context.compose_context`; unchanged when ``context_slices`` is 0)."""
@@ -84,9 +88,9 @@ class LoadedModel:
     def predict_slices(
         self,
         images: np.ndarray,
-        series: Sequence[str],
-        positions: Sequence[float],
-        ids: Sequence[str] | None = None,
+        series: Sequence[str] | np.ndarray,
+        positions: Sequence[float] | np.ndarray,
+        ids: Sequence[str] | np.ndarray | None = None,
         batch_size: int = 64,
         tta: bool = False,
     ) -> SlicePredictions:
@@ -100,6 +104,7 @@ class LoadedModel:
         cnn, features = self.cnn_outputs(images, series, positions, ids, batch_size, tta, with_features=self.sequence is not None)
         if self.sequence is None:
             return SlicePredictions(cnn=cnn, final=cnn)
+        assert features is not None  # computed: with_features was True
         runs = series_runs(series, series_order(series, positions, ids))
         final = predict_series(self.sequence, slice_inputs(features, cnn), runs)
         return SlicePredictions(cnn=cnn, final=final, features=features)
@@ -107,9 +112,9 @@ class LoadedModel:
     def cnn_outputs(
         self,
         images: np.ndarray,
-        series: Sequence[str],
-        positions: Sequence[float],
-        ids: Sequence[str] | None = None,
+        series: Sequence[str] | np.ndarray,
+        positions: Sequence[float] | np.ndarray,
+        ids: Sequence[str] | np.ndarray | None = None,
         batch_size: int = 64,
         tta: bool = False,
         with_features: bool = True,

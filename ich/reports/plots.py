@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -49,7 +51,10 @@ def montage(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float, co
     ).astype(int)
     tiles = []
     for index in chosen:
-        tile = cv2.resize(cv2.imread(frame["path"].iloc[index], cv2.IMREAD_COLOR), (192, 192), interpolation=cv2.INTER_NEAREST)
+        # An unreadable file gives None, which cv2.resize rejects.
+        tile = cv2.resize(
+            cast(np.ndarray, cv2.imread(frame["path"].iloc[index], cv2.IMREAD_COLOR)), (192, 192), interpolation=cv2.INTER_NEAREST
+        )
         truth = [SHORT_NAMES[label] for label in LABELS if frame[label].iloc[index] == 1] or ["none"]
         predicted = [
             f"{SHORT_NAMES[label]} {probabilities[index, k]:.2f}"

@@ -164,6 +164,7 @@ def fit_phases(
                 jit_compile=jit_compile,
             )
             if stored and index == start_phase:
+                assert resume is not None  # `stored` is empty without a resume store
                 # The snapshot's weights; its optimizer state only if it belongs to this phase.
                 resume.restore(prefix, model, optimizer=continuing)
         stopper = ResumableEarlyStopping(

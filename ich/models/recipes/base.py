@@ -47,7 +47,7 @@ class Recipe(ABC):
             ``models/<name>.keras`` and found again by name when predicting.
     """
 
-    name: ClassVar[str]
+    name: str
     networks: ClassVar[tuple[str, ...]]
 
     @abstractmethod
