@@ -15,6 +15,7 @@ from ich.core.labels import LABELS
 from ich.core.params import EvaluateParams, load_params, section
 from ich.core.runner import run_stage
 from ich.evaluation.comparison import metrics_summary, paired_log_loss_change
+from ich.evaluation.headline import headline
 from ich.evaluation.metrics import evaluate_predictions, series_predictions, tune_thresholds
 from ich.inference.features import predict_frame
 from ich.inference.loading import load_models
@@ -23,7 +24,8 @@ from ich.reports.plots import log_label_plots, montage
 from ich.training.datasets import label_matrix, load_table
 
 SPLIT_DIR, PNG_DIR, MODEL_DIR, CURVES, REPORT_DIR = "data/split", "data/png", "models", "dvclive/train/plots/metrics", "plots"
-PREDICTIONS, METRICS, LIVE_DIR = "data/predictions/{}.csv", "metrics/evaluate.json", "dvclive/evaluate"
+PREDICTIONS, LIVE_DIR = "data/predictions/{}.csv", "dvclive/evaluate"
+METRICS, DETAIL = "metrics/evaluate.json", "metrics/evaluate_detail.json"  # headline: a DVC metric; detail: the rest
 
 
 def main() -> None:
@@ -67,7 +69,8 @@ def main() -> None:
             params.seed,
         )
     metrics["combination"] = model.card.combination
-    write_json(metrics, METRICS)
+    write_json(metrics, DETAIL)
+    write_json(headline(metrics), METRICS)
     probabilities = predicted["test"].final
     charts = evaluation_charts(CURVES, truth["test"], probabilities)
     write_report(

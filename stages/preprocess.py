@@ -30,11 +30,11 @@ def main() -> None:
     output = prepare_output_dir(PNG_DIR)
     results = process_many(
         sampled["ID"].tolist(),
-        DICOM_DIR,
-        output,
-        params.image_size,
-        windows_from_params(params.window_dicts()),
-        params.workers,
+        dicom_dir=DICOM_DIR,
+        png_dir=output,
+        image_size=params.image_size,
+        windows=windows_from_params(params.window_dicts()),
+        workers=params.workers,
         rsna_pixel_fix=params.rsna_pixel_fix,
         file_timeout_s=params.file_timeout_s,
     )

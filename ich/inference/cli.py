@@ -2,6 +2,7 @@
 probabilities, a Kaggle submission, the quarantine and an offline report out.
 
     python -m ich.predict DICOM_DIR --models models --out OUT [--tta] [--threshold X] [--batch-size N] [--workers N]
+        [--key-slices K] [--dicom-sr]
 
 The folder is searched recursively and file names do not matter. Every file's header is read first (in
 parallel, no pixel data) to find its image ID, series and slice position (:mod:`ich.inference.scan`); then whole
@@ -16,13 +17,20 @@ Outputs (each written atomically, :mod:`ich.inference.outputs`) in ``OUT/``:
   predictions: the sequence model's when the model folder has one), ``cnn_<label>`` (the CNN alone) when it
   has, and ``file`` (the path under DICOM_DIR); series after series, each in z order.
 - ``series.csv``: one row per series: ``slices``, per label the series score (the highest slice probability)
-  and ``<label>_flagged`` (slices at or above the label's threshold).
+  and ``<label>_flagged`` (slices at or above the label's threshold), then per label its key slices
+  (``--key-slices K``, default 3): ``<label>_key_slices``, the IDs of the K slices of highest probability separated
+  by spaces, highest first, and ``<label>_key_z``, their z positions in mm in the same order (ties: lower z, then
+  lower ID; see :mod:`ich.inference.outputs`).
 - ``submission.csv``: Kaggle's ``ID,Label`` with ``<ID>_<label>``, six rows per usable image. Quarantined
   images are not in it.
 - ``quarantine.csv``: ``ID,reason,file`` for every file that could not be used (``ID`` empty when none was
   found).
 - ``report.html`` (one offline page) and ``explanations/<ID>_<label>.png`` (Grad-CAM overlays), see
   :mod:`ich.reports.predict_page`; ``summary.json``: counts, thresholds and settings of the run.
+- with ``--dicom-sr``: ``sr/series_0001.dcm``, ... one DICOM Structured Report per series (numbered in the order
+  of ``series.csv``; :mod:`ich.inference.dicom_sr`), listed in ``summary.json``'s ``sr_files`` (``file``,
+  ``SeriesInstanceUID``, ``SOPInstanceUID``); a series whose report could not be made is in ``sr_failures``
+  (``SeriesInstanceUID``, ``reason``) and the run goes on.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,7 +48,7 @@ from typing import TYPE_CHECKING
 from ich.core.errors import PipelineError
 from ich.core.files import write_csv, write_json
 from ich.core.labels import LABELS
-from ich.inference.outputs import OUTPUT_FILES, write_outputs
+from ich.inference.outputs import OUTPUT_FILES, SR_FOLDER, write_outputs
 from ich.inference.predict import predict_files
 from ich.inference.scan import scan_folder
 
@@ -126,6 +135,15 @@ def build_parser(prog: str = _PROG) -> argparse.ArgumentParser:
         default=50,
         help="series shown in full in report.html, those with the highest P(any) (default 50; every series is in its table)",
     )
+    parser.add_argument(
+        "--key-slices",
+        type=non_negative_int,
+        default=3,
+        help="per series and label, the slices of highest probability listed in series.csv and the report (default 3; 0 = none)",
+    )
+    parser.add_argument(
+        "--dicom-sr", action="store_true", help="also write one DICOM Structured Report (TID 1500) per series into OUT/sr/"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -158,6 +176,14 @@ def _thresholds(card: ModelCard, threshold: float | None) -> dict[str, float]:
     return {label: float(tuned.get(label, 0.5)) for label in LABELS}
 
 
+def _remove(path: Path) -> None:
+    """Remove a previous run's output folder (or whatever stands at its name; a link, not what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def run_predict(
     args: argparse.Namespace, explainer_factory: Callable[[LoadedModel], Explainer] | None = None
 ) -> dict[str, object]:
@@ -176,6 +202,7 @@ def run_predict(
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_FILES:  # a previous run's outputs must not pass for this run's if it stops early
         (out / name).unlink(missing_ok=True)
+    _remove(out / SR_FOLDER)
     model = load_model_folder(args.models)
     thresholds = _thresholds(model.card, args.threshold)
     explainer = None
@@ -205,7 +232,7 @@ def run_predict(
             + "; ".join(f"{count} x {reason}" for reason, count in reasons)
             + f". Every file and its reason is in {out / 'quarantine.csv'}."
         )
-    series = write_outputs(out, prediction, thresholds)
+    series = write_outputs(out, prediction, thresholds, args.key_slices)
     summary: dict[str, object] = {
         **prediction.counts,
         "models": str(models_dir),
@@ -216,7 +243,15 @@ def run_predict(
         "thresholds": thresholds,
         "thresholds_from": "--threshold" if args.threshold is not None else "model card (tuned on validation)",
         "explanations": explainer is not None,
+        "key_slices": args.key_slices,
+        "dicom_sr": bool(args.dicom_sr),
     }
+    if args.dicom_sr:
+        from ich.inference.dicom_sr import ModelIdentity, write_series_reports  # highdicom: imported only when used
+
+        summary["sr_files"], summary["sr_failures"] = write_series_reports(
+            out, args.dicom_dir, prediction.slices, series, thresholds, ModelIdentity.from_card(model.card)
+        )
     write_predict_report(
         out=out, collector=collector, series=series, quarantine=prediction.quarantine, thresholds=thresholds, summary=summary
     )
@@ -239,6 +274,9 @@ def main(argv: Sequence[str] | None = None, prog: str = _PROG) -> None:
             f"quarantined; outputs in {args.out}",
             file=sys.stderr,
         )
+        failures = summary.get("sr_failures")
+        if isinstance(failures, list) and failures:
+            print(f"{len(failures)} series got no DICOM SR; the reasons are in summary.json (sr_failures)", file=sys.stderr)
 
     run_stage(work)
 

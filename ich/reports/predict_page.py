@@ -6,7 +6,9 @@ as a chart (:func:`ich.reports.charts.probability_chart_spec`), and Grad-CAM ove
 page is the template ``predict.html`` (on ``base.html``); every image is a ``data:`` URI, and it loads nothing.
 
 A whole test set has thousands of series, so the report shows in full the ``max_series`` with the highest
-series P(any) (kept while predictions stream in, a bounded heap), and every series in its table. Grad-CAM maps
+series P(any) (kept while predictions stream in, a bounded heap), and every series in its table. Each series
+shown opens with its key slices (``series.csv``'s ``<label>_key_slices``, when chosen): per label, the slices of
+highest probability with their probability and z, each a link to its thumbnail (``#slice-<ID>``). Grad-CAM maps
 are made for those series only, for at most ``explain_slices`` flagged slices each (the highest P(any) first),
 one per label flagged on the slice, and saved as ``explanations/<ID>_<label>.png``. The maps come from any
 :class:`Explains` (``ich.inference.explain.gradcam_explainer`` in ``ich predict``): this layer imports no model code.
@@ -236,6 +238,14 @@ class _Overlay:
 
 
 @dataclass(frozen=True)
+class _KeySlice:
+    image_id: str
+    probability: float
+    z: float
+    flagged: bool
+
+
+@dataclass(frozen=True)
 class _Section:
     number: int
     series_uid: str
@@ -244,9 +254,26 @@ class _Section:
     slices: list[_Slice]
     chart: bytes
     overlays: list[_Overlay]
+    key_slices: list[tuple[str, list[_KeySlice]]]
 
 
-def _section(number: int, view: SeriesView, thresholds: Mapping[str, float], chart_png: bytes) -> _Section:
+def _key_slices(view: SeriesView, record: Mapping[str, object]) -> list[tuple[str, list[_KeySlice]]]:
+    """Per label, its key slices as ``series.csv`` lists them (IDs separated by spaces, highest first), with their
+    probability and z from the view; labels without any are left out."""
+    at = {image_id: place for place, image_id in enumerate(view.ids)}
+    rows = []
+    for index, label in enumerate(LABELS):
+        places = [at[key] for key in str(record.get(f"{label}_key_slices") or "").split() if key in at]
+        if places:
+            rows.append(
+                (label, [_KeySlice(view.ids[p], view.probabilities[p, index], view.z[p], view.flags[p, index]) for p in places])
+            )
+    return rows
+
+
+def _section(
+    number: int, view: SeriesView, thresholds: Mapping[str, float], chart_png: bytes, record: Mapping[str, object]
+) -> _Section:
     flagged = ", ".join(
         f"{label} ({int(view.flags[:, index].sum())} slices)" for index, label in enumerate(LABELS) if view.flags[:, index].any()
     )
@@ -266,7 +293,7 @@ def _section(number: int, view: SeriesView, thresholds: Mapping[str, float], cha
         )
         for (image_id, label), png in view.overlays.items()
     ]
-    return _Section(number, view.series_uid, view.score, flagged, slices, chart_png, overlays)
+    return _Section(number, view.series_uid, view.score, flagged, slices, chart_png, overlays, _key_slices(view, record))
 
 
 def _series_rows(series: pd.DataFrame, anchors: Mapping[str, int]) -> list[_SeriesRow]:
@@ -295,12 +322,13 @@ def predict_report_html(
     are data URIs.
 
     Args:
-        series: one row per series: ``SeriesInstanceUID``, ``slices``, and per label ``<label>`` (score) and
-            ``<label>_flagged`` (slices at or above its threshold).
+        series: one row per series: ``SeriesInstanceUID``, ``slices``, and per label ``<label>`` (score),
+            ``<label>_flagged`` (slices at or above its threshold) and ``<label>_key_slices`` (when chosen).
         summary: ``images_predicted``, ``series``, ``quarantined``, ``arch``, ``image_size``, ``sequence_model``,
             ``tta``, ``thresholds_from`` (a missing one shows as missing).
     """
     anchors = {view.series_uid: number for number, view in enumerate(views)}
+    records = {str(record["SeriesInstanceUID"]): record for record in series.to_dict("records")}
     model = f"{summary.get('arch')} at {summary.get('image_size')} px" + (
         ", with the sequence model" if summary.get("sequence_model") else ""
     )
@@ -322,7 +350,10 @@ def predict_report_html(
         thresholds=dict(thresholds),
         notes=list(notes),
         series_rows=_series_rows(series, anchors),
-        sections=[_section(number, view, thresholds, chart) for number, (view, chart) in enumerate(zip(views, charts))],
+        sections=[
+            _section(number, view, thresholds, chart, records.get(view.series_uid, {}))
+            for number, (view, chart) in enumerate(zip(views, charts))
+        ],
         abbreviations=LABEL_ABBREVIATIONS,
         colors=LABEL_COLORS,
         thumbnail_side=_THUMBNAIL_SIDE,

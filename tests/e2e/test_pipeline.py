@@ -134,13 +134,15 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     from ich.evaluation.metrics import tune_thresholds, weighted_log_loss
 
     metrics = json.loads((full_project / "metrics/evaluate.json").read_text())
+    detail = json.loads((full_project / "metrics/evaluate_detail.json").read_text())
     predictions = pd.read_csv(full_project / "data/predictions/test.csv")
     test = pd.read_csv(full_project / "data/split/test.csv")
     assert list(predictions.columns) == ["ID", *LABELS]
     assert predictions["ID"].tolist() == test["ID"].tolist()
     for label in LABELS:
         entry = metrics[label]
-        assert {"auc", "accuracy", "precision", "recall", "f1"} <= set(entry)
+        assert set(entry) == {"auc", "auc_ci95", "threshold", "accuracy", "precision", "recall", "f1"}
+        assert {key: entry[key] for key in ("threshold", "accuracy", "precision", "recall", "f1")} == detail[label]["tuned"]
         truth = test[label].to_numpy()
         if truth.min() == truth.max():
             assert entry["auc"] is None
@@ -156,10 +158,28 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     assert card["sequence"]["file"] == "sequence.keras" and (full_project / "models/sequence/sequence.keras").is_file()
     # Slice context on: the final figures are the sequence model's, and both models are reported side by side
     # with the top level's schema.
+    # The headline (metrics/evaluate.json, what `dvc metrics diff` shows) carries each model's loss and mean subtype
+    # AUC and the context gain; the full blocks are in the detail file.
+    assert set(metrics) == {
+        *LABELS,
+        "weighted_log_loss",
+        "weighted_log_loss_ci95",
+        "mean_subtype_auc",
+        "by_model",
+        "context_gain",
+    }
     assert set(metrics["by_model"]) == {"cnn", "sequence"}
-    for result in metrics["by_model"].values():
-        assert {*LABELS, "weighted_log_loss", "weighted_log_loss_ci95", "mean_subtype_auc"} <= set(result)
+    for name, result in metrics["by_model"].items():
+        assert set(result) == {"weighted_log_loss", "weighted_log_loss_ci95", "mean_subtype_auc"}
+        assert result["weighted_log_loss"] == detail["by_model"][name]["weighted_log_loss"]
+        assert {*LABELS, "weighted_log_loss", "weighted_log_loss_ci95", "mean_subtype_auc"} <= set(detail["by_model"][name])
     assert metrics["by_model"]["sequence"]["weighted_log_loss"] == metrics["weighted_log_loss"]
+    gain = metrics["context_gain"]
+    assert gain["change"] == pytest.approx(
+        metrics["by_model"]["sequence"]["weighted_log_loss"] - metrics["by_model"]["cnn"]["weighted_log_loss"]
+    )
+    shown = dvc("metrics", "show", "--json", cwd=full_project).stdout
+    assert "metrics/evaluate.json" in shown and "metrics/evaluate_detail.json" not in shown and "metrics/index.json" not in shown
     sequence_metrics = json.loads((full_project / "metrics/sequence.json").read_text())
     assert sequence_metrics["features_images_per_s"] > 0 and sequence_metrics["train_series"] > 0
     # dvclive wrote per-epoch training curves for both cascade stages, and the evaluation plots exist
@@ -169,15 +189,15 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     shown = json.loads(dvc("plots", "show", "--json", cwd=full_project).stdout)["data"]
     assert {"Loss, stage 1 (train vs validation)", "AUC, stage 2 (train vs validation)", "ROC per label (test)"} <= set(shown)
     # Intervals, series-level figures, and the tuned thresholds recomputed from the validation predictions.
-    assert "weighted_log_loss_ci95" in metrics and "series_level" in metrics
-    assert metrics["images"] == len(test) and metrics["patients"] == test["PatientID"].nunique()
+    assert "weighted_log_loss_ci95" in metrics and "series_level" in detail
+    assert detail["images"] == len(test) and detail["patients"] == test["PatientID"].nunique()
     val = pd.read_csv(full_project / "data/split/val.csv")
     val_predictions = pd.read_csv(full_project / "data/predictions/val.csv")
     assert val_predictions["ID"].tolist() == val["ID"].tolist()
     recomputed = tune_thresholds(val[list(LABELS)].to_numpy(), val_predictions[list(LABELS)].to_numpy())
     for label in LABELS:
-        assert metrics[label]["tuned"]["threshold"] == pytest.approx(recomputed[label], abs=1e-6), label
-        assert card["thresholds"][label] == metrics[label]["tuned"]["threshold"]
+        assert metrics[label]["threshold"] == pytest.approx(recomputed[label], abs=1e-6), label
+        assert card["thresholds"][label] == metrics[label]["threshold"]
     # the offline report: every chart a PNG, no network address in the page
     report = (full_project / "plots/report.html").read_text()
     assert "http://" not in report and "https://" not in report and "<script" not in report

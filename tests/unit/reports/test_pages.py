@@ -138,8 +138,9 @@ def test_text_is_escaped_on_both_pages():
     assert HOSTILE not in evaluation and "<title>run &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</title>" in evaluation
     prediction = predict_page(series_uid=HOSTILE, image_id=f'ID"{HOSTILE}', quarantine_reason=HOSTILE)
     assert "<script" not in prediction
-    # the series UID in the table, data-series and heading; the slice ID in data-id and alt; the quarantine reason
-    assert prediction.count("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;") == 6
+    # the series UID in the table, data-series and heading; the slice ID in its anchor, data-id and alt; the
+    # quarantine reason
+    assert prediction.count("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;") == 7
     assert 'data-series="&lt;script&gt;' in prediction and 'data-id="ID&#34;&lt;script&gt;' in prediction
     assert f'<td class="text">{HOSTILE}</td>' not in prediction
 
@@ -160,6 +161,22 @@ def test_predict_page_structure_the_tests_of_ich_predict_read():
     assert '<a href="#series-0">1.2.3</a>' in page and '<section id="series-0" data-series="1.2.3">' in page
     assert "<h1>ICH predictions: 2 images in 1 series</h1>" in page and "<title>ICH predictions</title>" in page
     assert '<td class="flagged">0.750 (1)</td>' in page and "1 files could not be used" in page
+
+
+def test_predict_page_lists_the_key_slices_of_series_csv_linked_to_their_thumbnails():
+    view = _view("1.2.3", ["ID_0a", "ID_0b", "ID_0c"], [0.0, 5.0, 10.0], [0.2, 0.75, 0.4])
+    table = _series_table([("1.2.3", 3, 0.75)])
+    quarantine = pd.DataFrame(columns=["ID", "reason", "file"])
+    assert '<table class="key-slices">' not in predict_report_html([view], [_png()], table, quarantine, THRESHOLDS, {})
+    table["any_key_slices"] = ["ID_0b ID_0c ID_gone"]  # an ID the series shown lacks is left out
+    table["epidural_key_slices"] = [""]  # a label without key slices has no row
+    page = predict_report_html([view], [_png()], table, quarantine, THRESHOLDS, {})
+    keys = page.split('<table class="key-slices">', 1)[1].split("</table>", 1)[0]
+    assert re.findall(r'<th scope="row">([a-z]+)</th>', keys) == ["any"]
+    assert re.findall(r'href="#slice-([^"]+)"', keys) == ["ID_0b", "ID_0c"]
+    assert '<strong><a class="id" href="#slice-ID_0b">ID_0b</a> (p 0.750, z 5.0 mm)</strong>' in keys  # >= 0.5
+    assert '; <a class="id" href="#slice-ID_0c">ID_0c</a> (p 0.400, z 10.0 mm)</td>' in keys  # below: not bold
+    assert all(f'id="slice-{image_id}"' in page for image_id in ("ID_0a", "ID_0b", "ID_0c"))
 
 
 # ------------------------------------------------------------------------------------------ the collector
