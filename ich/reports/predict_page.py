@@ -16,25 +16,31 @@ one per label flagged on the slice, and saved as ``explanations/<ID>_<label>.png
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import cv2
-import numpy as np
 import pandas as pd
 
 from ich.core.files import atomic_write_bytes, atomic_write_text
-from ich.core.labels import ANY, LABELS
+from ich.core.labels import LABELS
 from ich.reports.charts import LABEL_COLORS, probability_chart_spec, render_png
 from ich.reports.formatting import MISSING, count
+from ich.reports.predict_collect import (
+    ANY_INDEX,
+    CHART_SCALE,
+    QUARANTINE_ROWS,
+    THUMBNAIL_SIDE,
+    Explains,
+    ModelInputs,
+    ReportCollector,
+    SeriesView,
+    explanation_name,
+)
 from ich.reports.templating import render_page
 
 __all__ = [
@@ -59,152 +65,8 @@ LABEL_ABBREVIATIONS: dict[str, str] = {
     "subarachnoid": "SAH",
     "subdural": "SDH",
 }
-_ANY = LABELS.index(ANY)
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]*")
-_THUMBNAIL_SIDE = 96
-_OVERLAY_SIDE = 256
-_CHART_SCALE = 1.25
-_QUARANTINE_ROWS = 200  # rows of the quarantine shown in the page (all are in quarantine.csv)
 
 
-class Explains(Protocol):
-    """Where the Grad-CAM overlays come from (``ich.inference.explain.Explainer`` is one).
-
-    ``heatmaps(inputs, label)``: the model's inputs ``(N, S, S, C)`` -> ``(N, S, S)`` float maps in [0, 1] for
-    ``label``; ``overlay(image, heatmap)``: a ``(H, W, 3)`` uint8 RGB slice and its ``(H, W)`` map -> ``(H, W, 3)`` uint8.
-    """
-
-    @property
-    def heatmaps(self) -> Callable[[np.ndarray, str], np.ndarray]: ...
-
-    @property
-    def overlay(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]: ...
-
-
-class ModelInputs(Protocol):
-    """What the report needs of a model: the inputs its explainer takes for a series' slices."""
-
-    def model_inputs(self, images: np.ndarray, series: np.ndarray, z: np.ndarray, ids: Sequence[str]) -> np.ndarray:
-        """``(N, S, S, 3)`` uint8 slices of one series in z order (UIDs, z in mm, IDs) -> the model's inputs for them."""
-        ...
-
-
-def explanation_name(image_id: str, label: str) -> str:
-    """``<ID>_<label>.png`` for an image ID that is a safe file name (an RSNA ID or a DICOM UID); raises
-    ``ValueError`` for anything else, so no other text becomes a path."""
-    if label not in LABELS or not isinstance(image_id, str) or not _SAFE_NAME.fullmatch(image_id) or len(image_id) > 64:
-        raise ValueError(f"Not a safe image ID and label for a file name: {image_id!r}, {label!r}")
-    return f"{image_id}_{label}.png"
-
-
-def _encoded(rgb: np.ndarray, extension: str, side: int | None = None, *options: int) -> bytes:
-    """``(H, W, 3)`` uint8 RGB as ``.jpg`` or ``.png`` bytes, shrunk to ``side`` x ``side`` when larger."""
-    if side is not None and rgb.shape[0] > side:
-        rgb = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
-    ok, buffer = cv2.imencode(extension, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), list(options))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {extension} image of shape {rgb.shape}")
-    return buffer.tobytes()
-
-
-@dataclass
-class SeriesView:
-    """What the report keeps of one series: its slices in z order (``ids``, ``z`` in mm, ``probabilities``
-    ``(N, 6)``, ``flags`` ``(N, 6)`` bool, JPEG ``thumbnails`` of 96 px) and its Grad-CAM ``overlays`` as PNG
-    bytes by (image ID, label). About 5 kB per slice."""
-
-    series_uid: str
-    ids: list[str]
-    z: np.ndarray
-    probabilities: np.ndarray
-    flags: np.ndarray
-    thumbnails: list[bytes]
-    overlays: dict[tuple[str, str], bytes] = field(default_factory=dict)
-
-    @property
-    def score(self) -> float:
-        """The series P(any): the highest of its slices."""
-        return float(self.probabilities[:, _ANY].max())
-
-
-class ReportCollector:
-    """Keeps, while chunks of predictions stream in (:meth:`add`), the ``max_series`` series with the highest P(any),
-    with their thumbnails and (with an ``explainer``) Grad-CAM overlays of up to ``explain_slices`` flagged slices.
-
-    ``model`` is used only for :meth:`ModelInputs.model_inputs`, when there is an explainer.
-    """
-
-    def __init__(
-        self,
-        model: ModelInputs,
-        thresholds: Mapping[str, float],
-        max_series: int,
-        explain_slices: int,
-        explainer: Explains | None,
-    ) -> None:
-        self.model, self.thresholds = model, dict(thresholds)
-        self.max_series, self.explain_slices, self.explainer = max_series, explain_slices, explainer
-        self.explain_error: str | None = None
-        self._heap: list[tuple[float, int, SeriesView]] = []
-        self._seen = 0
-
-    def add(self, frame: pd.DataFrame, images: np.ndarray) -> None:
-        """Consider every series of a chunk: ``frame`` has ``ID``, ``SeriesInstanceUID``, ``position_z`` and the label
-        columns, one row per image of ``images`` ``(N, S, S, 3)`` uint8, whole series, each series' rows in z order
-        (as ``ich.inference.predict.predict_files`` delivers them)."""
-        if self.max_series == 0:
-            return
-        cut = np.array([self.thresholds[label] for label in LABELS])
-        for series_uid, rows in frame.groupby("SeriesInstanceUID", sort=False).indices.items():
-            self._seen += 1
-            ordered = np.sort(np.asarray(rows))
-            probabilities = frame[list(LABELS)].to_numpy(dtype=np.float64)[ordered]
-            key = (float(probabilities[:, _ANY].max()), -self._seen)
-            if len(self._heap) >= self.max_series and key <= self._heap[0][:2]:
-                continue
-            view = SeriesView(
-                series_uid=str(series_uid),
-                ids=[str(value) for value in frame["ID"].to_numpy()[ordered]],
-                z=frame["position_z"].to_numpy(dtype=np.float64)[ordered],
-                probabilities=probabilities,
-                flags=probabilities >= cut,
-                thumbnails=[_encoded(images[row], ".jpg", _THUMBNAIL_SIDE, cv2.IMWRITE_JPEG_QUALITY, 90) for row in ordered],
-            )
-            if self.explainer is not None and self.explain_slices > 0:
-                self._explain(self.explainer, view, frame, images, ordered)
-            if len(self._heap) >= self.max_series:
-                heapq.heapreplace(self._heap, (*key, view))
-            else:
-                heapq.heappush(self._heap, (*key, view))
-
-    def _explain(
-        self, explainer: Explains, view: SeriesView, frame: pd.DataFrame, images: np.ndarray, ordered: np.ndarray
-    ) -> None:
-        flagged = np.flatnonzero(view.flags.any(axis=1))
-        if not len(flagged):
-            return
-        chosen = flagged[np.argsort(-view.probabilities[flagged, _ANY], kind="stable")[: self.explain_slices]]
-        inputs = self.model.model_inputs(images[ordered], frame["SeriesInstanceUID"].to_numpy()[ordered], view.z, view.ids)
-        try:
-            for label_index, label in enumerate(LABELS):
-                rows = [place for place in chosen if view.flags[place, label_index]]
-                if not rows:
-                    continue
-                maps = np.asarray(explainer.heatmaps(inputs[rows], label))
-                for place, heatmap in zip(rows, maps):
-                    picture = explainer.overlay(images[ordered[place]], heatmap)
-                    view.overlays[(view.ids[place], label)] = _encoded(picture, ".png", _OVERLAY_SIDE)
-        except Exception as error:  # an explanation must not cost the predictions of the whole run
-            self.explain_error = f"{type(error).__name__}: {error}"
-            logger.warning("predict: Grad-CAM failed (%s); the report goes on without overlays", self.explain_error)
-            self.explainer = None
-
-    def series(self) -> list[SeriesView]:
-        """The kept series, highest P(any) first (ties: the series predicted first)."""
-        return [view for _, _, view in sorted(self._heap, key=lambda item: (-item[0], -item[1]))]
-
-
-# ------------------------------------------------------------------------------------ what the template shows
 @dataclass(frozen=True)
 class _Cell:
     score: float
@@ -281,7 +143,7 @@ def _section(
         _Slice(
             image_id,
             float(view.z[place]),
-            float(view.probabilities[place, _ANY]),
+            float(view.probabilities[place, ANY_INDEX]),
             [label for index, label in enumerate(LABELS) if view.flags[place, index]],
             view.thumbnails[place],
         )
@@ -340,7 +202,7 @@ def predict_report_html(
         ("test-time augmentation", "horizontal flip" if summary.get("tta") else "off"),
         ("thresholds", summary.get("thresholds_from") or MISSING),
     ]
-    shown = quarantine.head(_QUARANTINE_ROWS)
+    shown = quarantine.head(QUARANTINE_ROWS)
     return render_page(
         "predict.html",
         title="ICH predictions",
@@ -356,7 +218,7 @@ def predict_report_html(
         ],
         abbreviations=LABEL_ABBREVIATIONS,
         colors=LABEL_COLORS,
-        thumbnail_side=_THUMBNAIL_SIDE,
+        thumbnail_side=THUMBNAIL_SIDE,
         quarantined=len(quarantine),
         quarantine_rows=[(str(row.ID), str(row.file), str(row.reason)) for row in shown.itertuples(index=False)],
     )
@@ -400,7 +262,7 @@ def write_predict_report(
         series: the table of ``series.csv`` (``ich.inference.outputs.series_table``); quarantine: ``ID,reason,file``.
     """
     views = collector.series()
-    charts = [render_png(probability_chart_spec(view.z, view.probabilities, thresholds), scale=_CHART_SCALE) for view in views]
+    charts = [render_png(probability_chart_spec(view.z, view.probabilities, thresholds), scale=CHART_SCALE) for view in views]
     notes = []
     if collector.explain_error:
         notes.append(f"Grad-CAM failed and was turned off: {collector.explain_error}")
