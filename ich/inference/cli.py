@@ -64,6 +64,7 @@ __all__ = [
     "build_parser",
     "check_model_folder",
     "load_model_folder",
+    "card_summary",
     "run_predict",
     "main",
 ]
@@ -184,6 +185,25 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def card_summary(card: ModelCard) -> str:
+    """One paragraph on the model a run uses, from its card: what it is, what it was trained on, how its decisions
+    are made, and that it is for research only."""
+    backbones = getattr(card, "backbones", None) or {}
+    parts = [f"Model: {card.arch}" + (f" ({', '.join(str(name) for name in backbones.values())})" if backbones else "")]
+    parts.append(
+        f"{card.image_size} px slices in the {', '.join(str(window.get('name', '?')) for window in card.windows)} windows"
+    )
+    if card.context_slices:
+        parts.append(f"2.5D input ({card.context_slices} slice(s) either side)")
+    if card.sequence is not None:
+        parts.append("a sequence model over each series makes the final predictions")
+    trained = getattr(card, "train_images", None)
+    if trained:
+        parts.append(f"trained on {trained} images")
+    parts.append(f"decisions at per-label thresholds ({card.thresholds_from})")
+    return "; ".join(parts) + ". For research use only, not for clinical use."
+
+
 def run_predict(
     args: argparse.Namespace, explainer_factory: Callable[[LoadedModel], Explainer] | None = None
 ) -> dict[str, object]:
@@ -204,6 +224,7 @@ def run_predict(
         (out / name).unlink(missing_ok=True)
     _remove(out / SR_FOLDER)
     model = load_model_folder(args.models)
+    print(card_summary(model.card), file=sys.stderr)
     thresholds = _thresholds(model.card, args.threshold)
     explainer = None
     if args.explain and args.explain_slices > 0 and args.report_series > 0:

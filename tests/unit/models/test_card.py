@@ -72,3 +72,13 @@ def test_a_missing_card_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `dvc repro train`"):
         read_model_card(tmp_path)
     assert ModelCard.model_fields["rsna_pixel_fix"].default == "auto"
+
+
+def test_predict_prints_the_cards_summary_in_one_paragraph():
+    from ich.inference.cli import card_summary
+
+    card = _card(train_images=803)
+    assert card_summary(card) == (
+        "Model: cascade (efficientnetv2b0); 64 px slices in the blood windows; trained on 803 images; decisions at "
+        "per-label thresholds (best F1 on the validation split). For research use only, not for clinical use."
+    )
