@@ -1,5 +1,6 @@
-"""The ``ich`` command (installed by ``pip install -e .``): ``ich predict …`` and ``ich evaluate-external …``, the same
-as ``python -m ich.predict …`` and ``python -m ich.evaluate_external …``."""
+"""The ``ich`` command (installed by ``pip install -e .``): ``ich predict …``, ``ich evaluate-external …`` and
+``ich compare A B``, the same as ``python -m ich.predict …``, ``python -m ich.evaluate_external …`` and
+``python -m ich.compare A B``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("ich.inference.cli", "predict intracranial hemorrhage on a folder of head-CT DICOMs with a trained model"),
     "evaluate-external": ("ich.inference.external", "score a trained model on an external labelled set, without retraining"),
+    "compare": ("ich.evaluation.compare_cli", "is run B better than run A? paired patient-bootstrap differences on the test set"),
 }
 
 
