@@ -1,11 +1,14 @@
 """Stage `sequence`: slice context. The trained CNN (frozen) gives every slice of every train and val series its
 pooled features and probabilities; a bidirectional GRU over each series in z order learns to correct them,
-early-stopped on val. Writes models/sequence/ and the model folder's card, models/model.json."""
+early-stopped on val. The same features (computed also when `sequence.enabled` is false) give the
+out-of-distribution statistics of `ich predict` (ich.inference.ood): fitted on the train series, threshold on val.
+Writes models/sequence/ (sequence.keras, ood.npz) and the model folder's card, models/model.json."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+from typing import Any
 
 from dvclive import Live
 from ich.core.files import prepare_output_dir, write_json
@@ -15,6 +18,7 @@ from ich.data.context import series_order, series_runs
 from ich.evaluation.metrics import tune_thresholds, weighted_log_loss
 from ich.inference.features import FeatureStore, fingerprint_files
 from ich.inference.loading import load_models
+from ich.inference.ood import OOD_FILE, OodEntry, fit_ood, save_ood
 from ich.models.card import MODEL_CARD, folder_card
 from ich.models.sequence import SeriesSet, fit_sequence, predict_series, slice_inputs
 from ich.training.datasets import label_matrix, load_table
@@ -27,19 +31,29 @@ def main() -> None:
     params = section(load_params(), "sequence", SequenceParams)
     cnn = load_models(f"{MODELS}/{CNN_DIR}")
     output = prepare_output_dir(f"{MODELS}/{OUTPUT}.partial")
-    entry, metrics = None, {"enabled": params.enabled}
+    entry: dict[str, Any] | None = None
+    metrics: dict[str, Any] = {"enabled": params.enabled}
+    model_files = sorted(f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card.files.values()])
+    splits, rates, cnn_probabilities, ood_inputs = {}, [], {}, []
+    for name in ("train", "val"):
+        frame = load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR)
+        fingerprint = fingerprint_files([*model_files, *frame["path"]], extra=frame.to_csv(index=False))
+        store = FeatureStore(STORE, name)
+        features, probabilities, speed = store.compute(cnn, frame, fingerprint, params.batch_size)
+        rates.append(speed)
+        cnn_probabilities[name] = probabilities
+        series = frame["SeriesInstanceUID"].astype(str).to_numpy()
+        ood_inputs += [features, store.channel_means(), series]
+        runs = series_runs(series, series_order(series, frame["position_z"].to_numpy(), frame["ID"].to_numpy()))
+        splits[name] = SeriesSet(slice_inputs(features, probabilities), label_matrix(frame), runs)
+    try:
+        ood_stats, ood = fit_ood(*ood_inputs)
+        save_ood(ood_stats, output / OOD_FILE)
+        metrics["ood"] = {key: ood[key] for key in ("threshold", "val_false_alarm_rate", "train_series", "val_series")}
+    except ValueError as error:  # too few series to measure a spread: the model folder goes without the check
+        logging.getLogger("ich").warning("sequence: no out-of-distribution statistics: %s", error)
+        ood, metrics["ood"] = None, None
     if params.enabled:
-        model_files = sorted(f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card.files.values()])
-        splits, rates, cnn_probabilities = {}, [], {}
-        for name in ("train", "val"):
-            frame = load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR)
-            fingerprint = fingerprint_files([*model_files, *frame["path"]], extra=frame.to_csv(index=False))
-            features, probabilities, speed = FeatureStore(STORE, name).compute(cnn, frame, fingerprint, params.batch_size)
-            rates.append(speed)
-            cnn_probabilities[name] = probabilities
-            series = frame["SeriesInstanceUID"].astype(str).to_numpy()
-            runs = series_runs(series, series_order(series, frame["position_z"].to_numpy(), frame["ID"].to_numpy()))
-            splits[name] = SeriesSet(slice_inputs(features, probabilities), label_matrix(frame), runs)
         with Live(LIVE_DIR, dvcyaml=False, save_dvc_exp=False) as live:
             network, fitted = fit_sequence(splits["train"], splits["val"], params, weighted_log_loss, live)
         network.save(output / "sequence.keras")
@@ -70,7 +84,10 @@ def main() -> None:
     write_json(metrics, output / "sequence.json")
     shutil.rmtree(f"{MODELS}/{OUTPUT}", ignore_errors=True)
     output.rename(f"{MODELS}/{OUTPUT}")  # the folder appears whole or not at all
-    write_json(folder_card(cnn.card, CNN_DIR, entry).to_json(), f"{MODELS}/{MODEL_CARD}")
+    card = folder_card(cnn.card, CNN_DIR, entry).to_json()
+    if ood:  # the folder card's `ood` entry (ich.inference.ood.OodEntry)
+        card["ood"] = OodEntry(dir=OUTPUT, file=OOD_FILE, **ood).model_dump()
+    write_json(card, f"{MODELS}/{MODEL_CARD}")
     write_json(metrics, METRICS)
     logging.getLogger("ich").info("sequence: %s", metrics)
 

@@ -20,13 +20,16 @@ Outputs (each written atomically, :mod:`ich.inference.outputs`) in ``OUT/``:
   and ``<label>_flagged`` (slices at or above the label's threshold), then per label its key slices
   (``--key-slices K``, default 3): ``<label>_key_slices``, the IDs of the K slices of highest probability separated
   by spaces, highest first, and ``<label>_key_z``, their z positions in mm in the same order (ties: lower z, then
-  lower ID; see :mod:`ich.inference.outputs`).
+  lower ID; see :mod:`ich.inference.outputs`); then, when the model folder has out-of-distribution statistics,
+  ``ood_distance``, ``ood_intensity_z`` and ``out_of_distribution`` (:mod:`ich.inference.ood`; True: the series lies
+  outside the training data, its predictions are unreliable), which ``slices.csv`` then ends with too.
 - ``submission.csv``: Kaggle's ``ID,Label`` with ``<ID>_<label>``, six rows per usable image. Quarantined
   images are not in it.
 - ``quarantine.csv``: ``ID,reason,file`` for every file that could not be used (``ID`` empty when none was
   found).
 - ``report.html`` (one offline page) and ``explanations/<ID>_<label>.png`` (Grad-CAM overlays), see
-  :mod:`ich.reports.predict_page`; ``summary.json``: counts, thresholds and settings of the run.
+  :mod:`ich.reports.predict_page`, with a banner when series lie outside the training data; ``summary.json``:
+  counts, thresholds and settings of the run, ``ood_series`` (flagged) and ``ood_threshold`` among them.
 - with ``--dicom-sr``: ``sr/series_0001.dcm``, ... one DICOM Structured Report per series (numbered in the order
   of ``series.csv``; :mod:`ich.inference.dicom_sr`), listed in ``summary.json``'s ``sr_files`` (``file``,
   ``SeriesInstanceUID``, ``SOPInstanceUID``); a series whose report could not be made is in ``sr_failures``
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING
 from ich.core.errors import PipelineError
 from ich.core.files import write_csv, write_json
 from ich.core.labels import LABELS
+from ich.inference.ood import OOD_COLUMN, ood_message, ood_summary
 from ich.inference.outputs import OUTPUT_FILES, SR_FOLDER, write_outputs
 from ich.inference.predict import predict_files
 from ich.inference.scan import scan_folder
@@ -254,6 +258,10 @@ def run_predict(
             + f". Every file and its reason is in {out / 'quarantine.csv'}."
         )
     series = write_outputs(out, prediction, thresholds, args.key_slices)
+    ood = ood_summary(prediction.ood, model.ood)
+    ood_note = ood_message(ood, len(series))
+    print(ood_note, file=sys.stderr)
+    outside = series.loc[series[OOD_COLUMN].astype(bool), "SeriesInstanceUID"].astype(str) if OOD_COLUMN in series else []
     summary: dict[str, object] = {
         **prediction.counts,
         "models": str(models_dir),
@@ -266,6 +274,7 @@ def run_predict(
         "explanations": explainer is not None,
         "key_slices": args.key_slices,
         "dicom_sr": bool(args.dicom_sr),
+        **ood,
     }
     if args.dicom_sr:
         from ich.inference.dicom_sr import ModelIdentity, write_series_reports  # highdicom: imported only when used
@@ -273,9 +282,7 @@ def run_predict(
         summary["sr_files"], summary["sr_failures"] = write_series_reports(
             out, args.dicom_dir, prediction.slices, series, thresholds, ModelIdentity.from_card(model.card)
         )
-    write_predict_report(
-        out=out, collector=collector, series=series, quarantine=prediction.quarantine, thresholds=thresholds, summary=summary
-    )
+    write_predict_report(out, collector, series, prediction.quarantine, thresholds, summary, list(outside), ood_note)
     write_json(summary, out / "summary.json")
     return summary
 

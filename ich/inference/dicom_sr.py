@@ -48,6 +48,7 @@ from pydicom.valuerep import DA, TM
 from ich.core.files import atomic_write_bytes
 from ich.core.labels import ANY, LABELS
 from ich.imaging.header import values_unchecked
+from ich.inference.ood import OOD_COLUMN  # the ``series.csv`` column (bool) of the out-of-distribution flag
 from ich.inference.outputs import SR_FOLDER
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SR_FOLDER", "OOD_COLUMN", "LOCAL_SCHEME", "ModelIdentity", "sr_file_name", "series_report", "write_series_reports"]
 
-#: The ``series.csv`` column (bool) of the out-of-distribution flag, read when present.
-OOD_COLUMN = "out_of_distribution"
 #: The coding scheme of this project's own concepts (PS3.16 8.2: a designator starting "99" is local).
 LOCAL_SCHEME = "99ICH"
 PROBABILITY_UNIT = hd.sr.CodedConcept("{probability}", "UCUM", "probability")

@@ -13,7 +13,9 @@ context); the labelled ones are scored. Outputs in ``O/``:
   the DICOMs' ``PatientID``; with a sequence model, ``by_model`` holds ``cnn`` and ``sequence``. ``external``
   says what was matched.
 - ``predictions.csv``: ``ID`` and one probability column per label (the final predictions the metrics come from),
-  ``cnn_<label>`` too with a sequence model.
+  ``cnn_<label>`` too with a sequence model, and ``out_of_distribution`` (of the image's series) when the model folder
+  has out-of-distribution statistics (:mod:`ich.inference.ood`); ``external`` then counts the flagged series
+  (``ood_series`` of ``series``, ``ood_threshold``), and a line on stderr says how many there are.
 - ``quarantine.csv``: ``ID,reason,file``: label rows that could not be used (``labels: …``), files that could not
   be read, and labelled images without a usable DICOM.
 """
@@ -153,6 +155,8 @@ def run_evaluate_external(args: argparse.Namespace) -> dict[str, object]:
         PipelineError: unusable labels CSV, no DICOMs, no model folder, or no labelled image predicted.
     """
     from ich.inference.cli import check_model_folder, load_model_folder
+    from ich.inference.ood import OOD_COLUMN, ood_message, ood_summary
+    from ich.inference.outputs import with_ood
     from ich.inference.predict import predict_files
     from ich.inference.scan import scan_folder
 
@@ -185,7 +189,7 @@ def run_evaluate_external(args: argparse.Namespace) -> dict[str, object]:
     metrics, rows = external_metrics(
         prediction, parsed.wide, model.card, threshold=args.threshold, draws=args.bootstrap_draws, seed=args.seed
     )
-    metrics["external"] = {
+    external: dict[str, object] = {
         "dicom_dir": str(args.dicom_dir),
         "labels_csv": str(args.labels_csv),
         "models": str(args.models),
@@ -198,8 +202,14 @@ def run_evaluate_external(args: argparse.Namespace) -> dict[str, object]:
         "predicted_without_labels": int(len(prediction.slices) - len(rows)),
         "labelled_without_usable_dicom": int(len(parsed.wide) - len(rows)),
         "files_quarantined": int(len(prediction.quarantine)),
+        "series": int(prediction.counts.get("series", 0)),
+        **ood_summary(prediction.ood, model.ood),
     }
+    metrics["external"] = external
+    print(ood_message(external, prediction.counts.get("series", 0)), file=sys.stderr)
     columns = ["ID", *LABELS] + ([f"cnn_{label}" for label in LABELS] if prediction.sequence else [])
+    if prediction.ood is not None:
+        rows, columns = with_ood(rows, prediction.ood, (OOD_COLUMN,)), [*columns, OOD_COLUMN]
     write_csv(rows[columns], out / "predictions.csv")
     write_json(metrics, out / "evaluate.json")
     return metrics

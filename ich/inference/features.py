@@ -3,9 +3,10 @@
 - :func:`series_chunks` cuts a table into chunks of whole series (at most about ``chunk_images`` images each,
   a longer series whole), so 2.5D neighbours and the sequence model always see complete series;
 - :func:`predict_frame` runs :meth:`ich.inference.loading.LoadedModel.predict_slices` chunk by chunk (the evaluate stage);
-- :class:`FeatureStore` keeps the CNN's pooled features and probabilities of a split in ``.npy`` files written
-  chunk by chunk (memory-mapped: memory does not grow with the number of series) and resumes after a kill when
-  the model and the images are the same (the sequence stage).
+- :class:`FeatureStore` keeps the CNN's pooled features and probabilities of a split, and the mean of each window of
+  its images (:func:`ich.inference.ood.channel_means`), in ``.npy`` files written chunk by chunk (memory-mapped:
+  memory does not grow with the number of series) and resumes after a kill when the model and the images are the
+  same (the sequence stage).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 from ich.core.files import atomic_write_text
 from ich.data.context import series_order, series_runs
 from ich.inference.loading import LoadedModel, SlicePredictions
+from ich.inference.ood import channel_means
 
 __all__ = ["load_pngs", "series_chunks", "predict_frame", "FeatureStore", "fingerprint_files"]
 
@@ -100,16 +102,25 @@ def fingerprint_files(paths: list[str | os.PathLike], extra: str = "") -> str:
 
 class FeatureStore:
     """The CNN's features and probabilities of one split, in ``folder/<name>.features.npy`` and
-    ``<name>.probabilities.npy``, filled chunk by chunk; ``<name>.json`` records the fingerprint and the
-    chunks done, so a killed run resumes where it stopped and a changed model or image set starts over."""
+    ``<name>.probabilities.npy``, and its images' window means in ``<name>.channels.npy``, filled chunk by chunk;
+    ``<name>.json`` records the fingerprint and the chunks done, so a killed run resumes where it stopped and a
+    changed model or image set starts over."""
 
     def __init__(self, folder: str | os.PathLike, name: str):
         self.folder = Path(folder)
         self.name = name
         self.state_path = self.folder / f"{name}.json"
 
-    def _paths(self) -> tuple[Path, Path]:
-        return self.folder / f"{self.name}.features.npy", self.folder / f"{self.name}.probabilities.npy"
+    def _paths(self) -> tuple[Path, Path, Path]:
+        return tuple(self.folder / f"{self.name}.{kind}.npy" for kind in ("features", "probabilities", "channels"))  # type: ignore[return-value]
+
+    def channel_means(self) -> np.ndarray:
+        """``(N, 3)`` float64 mean of each window of every row's image, in [0, 1] (memory-mapped; after :meth:`compute`).
+
+        Raises:
+            FileNotFoundError: :meth:`compute` has not filled the store.
+        """
+        return np.asarray(np.load(self._paths()[2], mmap_mode="r"))
 
     def compute(
         self, model: LoadedModel, frame: pd.DataFrame, fingerprint: str, batch_size: int = 64, chunk_images: int = 1024
@@ -117,15 +128,17 @@ class FeatureStore:
         """Features ``(N, F)`` float32 and probabilities ``(N, 6)`` float64 of every row of ``frame`` (rows in its
         order, memory-mapped from disk) and ``{"images": computed now, "seconds": ..., "images_per_s": ...}``."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        features_path, probabilities_path = self._paths()
+        paths = self._paths()
+        features_path, probabilities_path, channels_path = paths
         chunks = list(series_chunks(frame, chunk_images))
         state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
-        fresh = state.get("fingerprint") != fingerprint or not features_path.is_file() or not probabilities_path.is_file()
+        fresh = state.get("fingerprint") != fingerprint or not all(path.is_file() for path in paths)
         done = set() if fresh else set(state.get("chunks_done", []))
-        features = probabilities = None
+        features = probabilities = channels = None
         if not fresh:
             features = np.load(features_path, mmap_mode="r+")
             probabilities = np.load(probabilities_path, mmap_mode="r+")
+            channels = np.load(channels_path, mmap_mode="r+")
         computed, started = 0, time.perf_counter()
         for index, rows in enumerate(chunks):
             if index in done:
@@ -138,10 +151,11 @@ class FeatureStore:
                     features_path, mode="w+", dtype=np.float32, shape=(len(frame), pooled.shape[1])
                 )
                 probabilities = np.lib.format.open_memmap(probabilities_path, mode="w+", dtype=np.float64, shape=(len(frame), 6))
-            assert probabilities is not None  # opened together with features
-            features[rows], probabilities[rows] = pooled, cnn
-            features.flush()
-            probabilities.flush()
+                channels = np.lib.format.open_memmap(channels_path, mode="w+", dtype=np.float64, shape=(len(frame), 3))
+            assert probabilities is not None and channels is not None  # opened together with features
+            features[rows], probabilities[rows], channels[rows] = pooled, cnn, channel_means(images)
+            for array in (features, probabilities, channels):
+                array.flush()
             done.add(index)
             computed += len(rows)
             atomic_write_text(self.state_path, json.dumps({"fingerprint": fingerprint, "chunks_done": sorted(done)}))

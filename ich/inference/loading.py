@@ -2,8 +2,9 @@
 when the folder has one.
 
 A model folder (``models/``) holds ``model.json``; the CNN's networks are beside it or in the subfolder its
-``cnn_dir`` names, and a sequence model, when trained, in the subfolder its ``sequence.dir`` names. A CNN
-folder alone (``models/cnn``) loads too: it predicts without slice context.
+``cnn_dir`` names, and a sequence model, when trained, in the subfolder its ``sequence.dir`` names, as are the
+out-of-distribution statistics its ``ood`` names (:mod:`ich.inference.ood`). A CNN folder alone (``models/cnn``)
+loads too: it predicts without slice context and without the out-of-distribution check.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from ich.data.context import compose_context, neighbour_indices, series_order, series_runs
+from ich.inference.ood import OodStats, load_ood, ood_entry
 from ich.models.card import ModelCard, read_model_card
 from ich.models.recipes import Recipe, get_recipe
 from ich.models.sequence import predict_series, slice_inputs
@@ -31,7 +33,8 @@ class SlicePredictions:
 
     Attributes:
         cnn: the recipe's own (cascade-combined) probabilities; final: the sequence model's when the model folder
-        has one, else ``cnn``; features: the pooled CNN features the sequence model read (``None`` without one).
+        has one, else ``cnn``; features: the ``(N, F)`` pooled CNN features (what the sequence model reads and the
+        out-of-distribution check scores; ``None`` when the folder has neither).
     """
 
     cnn: np.ndarray
@@ -49,13 +52,14 @@ def image_batches(images: np.ndarray, batch_size: int = 64) -> tf.data.Dataset:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model folder in memory: its card, the recipe that predicts with it, its networks by name, and its
-    sequence model (or ``None``)."""
+    """A model folder in memory: its card, the recipe that predicts with it, its networks by name, its sequence
+    model and its out-of-distribution statistics (each ``None`` when the folder has none)."""
 
     card: ModelCard
     recipe: Recipe
     networks: dict[str, keras.Model]
     sequence: keras.Model | None = None
+    ood: OodStats | None = None
 
     @property
     def image_size(self) -> int:
@@ -101,9 +105,10 @@ class LoadedModel:
 
         ``tta``: average the CNN's probabilities and features over the image and its horizontal mirror.
         """
-        cnn, features = self.cnn_outputs(images, series, positions, ids, batch_size, tta, with_features=self.sequence is not None)
+        needs_features = self.sequence is not None or self.ood is not None
+        cnn, features = self.cnn_outputs(images, series, positions, ids, batch_size, tta, with_features=needs_features)
         if self.sequence is None:
-            return SlicePredictions(cnn=cnn, final=cnn)
+            return SlicePredictions(cnn=cnn, final=cnn, features=features)
         assert features is not None  # computed: with_features was True
         runs = series_runs(series, series_order(series, positions, ids))
         final = predict_series(self.sequence, slice_inputs(features, cnn), runs)
@@ -158,4 +163,6 @@ def load_models(model_dir: str | os.PathLike) -> LoadedModel:
         name: keras.saving.load_model(cnn_dir / filename, compile=False, safe_mode=True) for name, filename in card.files.items()
     }
     sequence = keras.saving.load_model(sequence_path, compile=False, safe_mode=True) if sequence_path else None
-    return LoadedModel(card=card, recipe=recipe, networks=networks, sequence=sequence)
+    entry = ood_entry(card)  # checked before anything is loaded
+    ood = load_ood(model_dir / entry.dir / entry.file) if entry else None
+    return LoadedModel(card=card, recipe=recipe, networks=networks, sequence=sequence, ood=ood)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ich.core.files import write_csv
 from ich.core.labels import LABELS, RSNA_ROW_ORDER
+from ich.inference.ood import OOD_COLUMN, SCORE_COLUMNS
 from ich.inference.predict import Prediction
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "key_slice_order",
     "key_slices_table",
     "series_table",
+    "with_ood",
     "submission_table",
     "write_outputs",
 ]
@@ -92,15 +94,29 @@ def submission_table(slices: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"ID": ids + "_" + labels, "Label": values})
 
 
+def with_ood(table: pd.DataFrame, ood: pd.DataFrame | None, columns: tuple[str, ...] = SCORE_COLUMNS[1:]) -> pd.DataFrame:
+    """``table`` (with ``SeriesInstanceUID``, row order kept) with the ``columns`` of its series' out-of-distribution
+    scores (:func:`ich.inference.ood.score_series`) at the end; unchanged when ``ood`` is ``None`` (no statistics)."""
+    if ood is None:
+        return table
+    scores = ood.drop_duplicates("SeriesInstanceUID").set_index("SeriesInstanceUID")
+    joined = table.copy()
+    for column in columns:
+        joined[column] = scores[column].reindex(table["SeriesInstanceUID"]).to_numpy()
+    return joined
+
+
 def write_outputs(out: Path, prediction: Prediction, thresholds: dict[str, float], key_slices: int = 0) -> pd.DataFrame:
     """``slices.csv``, ``series.csv`` (with ``key_slices`` key slices per label), ``submission.csv`` and
-    ``quarantine.csv`` (see :mod:`ich.inference.cli`); returns the series table."""
+    ``quarantine.csv`` (see :mod:`ich.inference.cli`); returns the series table. When the model has
+    out-of-distribution statistics, ``series.csv`` ends with ``ood_distance``, ``ood_intensity_z`` and
+    ``out_of_distribution``, and ``slices.csv`` with its series' ``out_of_distribution``."""
     slices = prediction.slices
     columns = ["ID", "SeriesInstanceUID", "position_z", *LABELS]
     if prediction.sequence:
         columns += [f"cnn_{label}" for label in LABELS]
-    series = series_table(slices, thresholds, key_slices)
-    write_csv(slices[[*columns, "file"]], out / "slices.csv")
+    series = with_ood(series_table(slices, thresholds, key_slices), prediction.ood)
+    write_csv(with_ood(slices[[*columns, "file"]], prediction.ood, (OOD_COLUMN,)), out / "slices.csv")
     write_csv(series, out / "series.csv")
     write_csv(submission_table(slices), out / "submission.csv")
     write_csv(prediction.quarantine, out / "quarantine.csv")

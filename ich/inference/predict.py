@@ -19,6 +19,7 @@ import pandas as pd
 
 from ich.core.labels import LABELS
 from ich.imaging.windows import windows_from_params
+from ich.inference.ood import SCORE_COLUMNS, channel_means, score_series
 from ich.inference.render import render_chunks
 from ich.inference.scan import QUARANTINE_COLUMNS, DicomFile, Scan
 
@@ -65,12 +66,14 @@ def plan_chunks(series: Sequence[str], chunk_images: int) -> list[np.ndarray]:
 class Prediction:
     """What :func:`predict_files` found: ``slices`` (one row per predicted image, scan order: ``ID``, ``PatientID``,
     ``StudyInstanceUID``, ``SeriesInstanceUID``, ``position_z``, ``file``, the labels, ``cnn_<label>``), the
-    ``quarantine`` (``ID,reason,file``) and whether the model has a sequence model (``sequence``)."""
+    ``quarantine`` (``ID,reason,file``), whether the model has a sequence model (``sequence``) and, when the model
+    has out-of-distribution statistics, one row per series of :func:`ich.inference.ood.score_series` (``ood``)."""
 
     slices: pd.DataFrame
     quarantine: pd.DataFrame
     sequence: bool
     counts: dict[str, int] = field(default_factory=dict)
+    ood: pd.DataFrame | None = None
 
 
 def predict_files(
@@ -97,6 +100,7 @@ def predict_files(
     files = scan.files
     chunks = plan_chunks([item.series_uid for item in files], chunk_images)
     frames: list[pd.DataFrame] = []
+    scores: list[pd.DataFrame] = []
     quarantine: list[dict[str, str]] = []
     bar = None
     if progress:
@@ -118,10 +122,12 @@ def predict_files(
                 for row, reason in chunk.reasons.items():
                     quarantine.append({"ID": files[row].image_id, "reason": reason, "file": files[row].relative})
                 if len(chunk.rendered):
-                    frame = _predict_chunk(
+                    frame, ood = _predict_chunk(
                         model, [files[row] for row in chunk.rendered], chunk.images, tta=tta, batch_size=batch_size
                     )
                     frames.append(frame)
+                    if ood is not None:
+                        scores.append(ood)
                     if on_chunk is not None:
                         on_chunk(frame, chunk.images)
                 if bar is not None:
@@ -137,13 +143,17 @@ def predict_files(
         "series": int(slices["SeriesInstanceUID"].nunique()),
         "quarantined": len(scan.quarantine) + len(failed),
     }
-    return Prediction(slices, pd.concat([scan.quarantine, failed], ignore_index=True), model.sequence is not None, counts)
+    ood = None
+    if model.ood is not None:
+        ood = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(columns=list(SCORE_COLUMNS))
+    return Prediction(slices, pd.concat([scan.quarantine, failed], ignore_index=True), model.sequence is not None, counts, ood)
 
 
 def _predict_chunk(
     model: LoadedModel, chosen: list[DicomFile], images: np.ndarray, *, tta: bool, batch_size: int
-) -> pd.DataFrame:
-    """The rows of :attr:`Prediction.slices` for the files ``chosen`` (whole series) and their ``images``."""
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The rows of :attr:`Prediction.slices` for the files ``chosen`` (whole series) and their ``images``, and the
+    series' out-of-distribution scores (``None`` when the model has no statistics)."""
     series = [item.series_uid for item in chosen]
     positions = [item.position_z for item in chosen]
     ids = [item.image_id for item in chosen]
@@ -162,4 +172,8 @@ def _predict_chunk(
         frame[label] = predicted.final[:, index]
     for index, label in enumerate(LABELS):
         frame[f"cnn_{label}"] = predicted.cnn[:, index]
-    return frame
+    ood = None
+    if model.ood is not None and predicted.features is not None:
+        # With --tta the features are the mean over the image and its mirror; the statistics were fitted without.
+        ood = score_series(model.ood, predicted.features, channel_means(images), series)
+    return frame, ood

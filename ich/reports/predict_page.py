@@ -12,6 +12,9 @@ highest probability with their probability and z, each a link to its thumbnail (
 are made for those series only, for at most ``explain_slices`` flagged slices each (the highest P(any) first),
 one per label flagged on the slice, and saved as ``explanations/<ID>_<label>.png``. The maps come from any
 :class:`Explains` (``ich.inference.explain.gradcam_explainer`` in ``ich predict``): this layer imports no model code.
+
+Series that lie outside the training data (``ich.inference.ood``; given as their UIDs) are marked in the table and
+their sections, under a banner at the top of the page that says how many there are.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +82,7 @@ class _SeriesRow:
     anchor: int | None
     slices: int
     cells: list[_Cell]
+    outside: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class _Section:
     chart: bytes
     overlays: list[_Overlay]
     key_slices: list[tuple[str, list[_KeySlice]]]
+    outside: bool = False
 
 
 def _key_slices(view: SeriesView, record: Mapping[str, object]) -> list[tuple[str, list[_KeySlice]]]:
@@ -134,7 +139,12 @@ def _key_slices(view: SeriesView, record: Mapping[str, object]) -> list[tuple[st
 
 
 def _section(
-    number: int, view: SeriesView, thresholds: Mapping[str, float], chart_png: bytes, record: Mapping[str, object]
+    number: int,
+    view: SeriesView,
+    thresholds: Mapping[str, float],
+    chart_png: bytes,
+    record: Mapping[str, object],
+    outside: bool = False,
 ) -> _Section:
     flagged = ", ".join(
         f"{label} ({int(view.flags[:, index].sum())} slices)" for index, label in enumerate(LABELS) if view.flags[:, index].any()
@@ -155,16 +165,17 @@ def _section(
         )
         for (image_id, label), png in view.overlays.items()
     ]
-    return _Section(number, view.series_uid, view.score, flagged, slices, chart_png, overlays, _key_slices(view, record))
+    return _Section(number, view.series_uid, view.score, flagged, slices, chart_png, overlays, _key_slices(view, record), outside)
 
 
-def _series_rows(series: pd.DataFrame, anchors: Mapping[str, int]) -> list[_SeriesRow]:
+def _series_rows(series: pd.DataFrame, anchors: Mapping[str, int], outside: Collection[str] = ()) -> list[_SeriesRow]:
     return [
         _SeriesRow(
             str(record["SeriesInstanceUID"]),
             anchors.get(str(record["SeriesInstanceUID"])),
             int(record["slices"]),
             [_Cell(float(record[label]), int(record[f"{label}_flagged"])) for label in LABELS],
+            str(record["SeriesInstanceUID"]) in outside,
         )
         for record in series.to_dict("records")
     ]
@@ -178,6 +189,8 @@ def predict_report_html(
     thresholds: Mapping[str, float],
     summary: Mapping[str, object],
     notes: Sequence[str] = (),
+    outside: Collection[str] = (),
+    banner: str | None = None,
 ) -> str:
     """The page: the run's figures, thresholds, every series' scores, the series in ``views`` in full (``charts``
     their PNG charts, same order) and the quarantine (``ID``, ``file``, ``reason``). All text is escaped; images
@@ -188,7 +201,9 @@ def predict_report_html(
             ``<label>_flagged`` (slices at or above its threshold) and ``<label>_key_slices`` (when chosen).
         summary: ``images_predicted``, ``series``, ``quarantined``, ``arch``, ``image_size``, ``sequence_model``,
             ``tta``, ``thresholds_from`` (a missing one shows as missing).
+        outside: the UIDs of the series outside the training data; banner: the warning at the top of the page.
     """
+    outside = frozenset(outside)
     anchors = {view.series_uid: number for number, view in enumerate(views)}
     records = {str(record["SeriesInstanceUID"]): record for record in series.to_dict("records")}
     model = f"{summary.get('arch')} at {summary.get('image_size')} px" + (
@@ -211,9 +226,10 @@ def predict_report_html(
         labels=list(LABELS),
         thresholds=dict(thresholds),
         notes=list(notes),
-        series_rows=_series_rows(series, anchors),
+        banner=banner,
+        series_rows=_series_rows(series, anchors, outside),
         sections=[
-            _section(number, view, thresholds, chart, records.get(view.series_uid, {}))
+            _section(number, view, thresholds, chart, records.get(view.series_uid, {}), view.series_uid in outside)
             for number, (view, chart) in enumerate(zip(views, charts))
         ],
         abbreviations=LABEL_ABBREVIATIONS,
@@ -255,11 +271,15 @@ def write_predict_report(
     quarantine: pd.DataFrame,
     thresholds: Mapping[str, float],
     summary: dict[str, object],
+    outside: Collection[str] = (),
+    ood_note: str | None = None,
 ) -> Path:
     """Write ``out/report.html`` and ``out/explanations/``; adds ``explanation_images`` to ``summary``.
 
     Args:
         series: the table of ``series.csv`` (``ich.inference.outputs.series_table``); quarantine: ``ID,reason,file``.
+        outside: UIDs of the series outside the training data; ood_note: what the out-of-distribution check found
+            (a banner at the top when ``outside`` has any, else a note).
     """
     views = collector.series()
     charts = [render_png(probability_chart_spec(view.z, view.probabilities, thresholds), scale=CHART_SCALE) for view in views]
@@ -270,8 +290,11 @@ def write_predict_report(
         notes.append(
             "No Grad-CAM overlays in this report (turned off with --no-explain, --explain-slices 0 or --report-series 0)."
         )
+    banner = ood_note if outside else None
+    if ood_note and not outside:
+        notes.append(ood_note)
     summary["explanation_images"] = _write_explanations(out, views)
-    page = predict_report_html(views, charts, series, quarantine, thresholds, summary, notes)
+    page = predict_report_html(views, charts, series, quarantine, thresholds, summary, notes, outside, banner)
     path = out / "report.html"
     atomic_write_text(path, page)
     return path

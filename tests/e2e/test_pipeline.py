@@ -156,6 +156,9 @@ def test_full_repro_metrics_follow_the_contract_and_match_the_predictions(full_p
     assert card["labels"] == list(LABELS) and card["image_size"] == 32 and card["rsna_pixel_fix"] == "auto"
     assert set(card["files"]) == {"stage1", "stage2"} and card["cnn_dir"] == "cnn"
     assert card["sequence"]["file"] == "sequence.keras" and (full_project / "models/sequence/sequence.keras").is_file()
+    # the out-of-distribution statistics, fitted on the train series with the threshold set on val
+    assert card["ood"]["file"] == "ood.npz" and (full_project / "models/sequence/ood.npz").is_file()
+    assert card["ood"]["threshold"] > 0 and 0 <= card["ood"]["val_false_alarm_rate"] <= 1
     # Slice context on: the final figures are the sequence model's, and both models are reported side by side
     # with the top level's schema.
     # The headline (metrics/evaluate.json, what `dvc metrics diff` shows) carries each model's loss and mean subtype
@@ -229,6 +232,9 @@ def test_predict_on_the_test_dicoms_reproduces_evaluates_test_predictions(full_p
     assert predicted.index.tolist() == evaluated.index.tolist()
     np.testing.assert_allclose(predicted[list(LABELS)].to_numpy(), evaluated[list(LABELS)].to_numpy(), rtol=0, atol=1e-5)
     assert pd.read_csv(out / "quarantine.csv").empty
+    summary = json.loads((out / "summary.json").read_text())  # every series checked against the training data
+    assert summary["ood_checked"] is True and 0 <= summary["ood_series"] <= summary["series"]
+    assert pd.read_csv(out / "series.csv")["out_of_distribution"].sum() == summary["ood_series"]
 
 
 @pytest.mark.slow  # half a minute of dvc repro; CI runs it in its slow pass
@@ -253,6 +259,7 @@ def test_a_sequence_param_reruns_only_sequence_and_evaluate_and_reuses_the_featu
     result = dvc("repro", cwd=project)
     assert set(re.findall(r"Running stage '(\w+)'", result.stdout)) == {"sequence", "evaluate"}, result.stdout
     assert json.loads((project / "models/model.json").read_text())["sequence"] is None
+    assert json.loads((project / "models/model.json").read_text())["ood"]["file"] == "ood.npz"  # checked all the same
     metrics = json.loads((project / "metrics/evaluate.json").read_text())
     assert "by_model" not in metrics and "context_gain" not in metrics
     predictions = pd.read_csv(project / "data/predictions/test.csv")

@@ -113,6 +113,7 @@ class _TableModel:
     it does not list)."""
 
     sequence = None
+    ood = None  # no out-of-distribution statistics
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card

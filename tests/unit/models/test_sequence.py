@@ -292,6 +292,8 @@ def test_the_feature_store_resumes_after_a_kill_and_starts_over_for_another_mode
     features, probabilities, speed = store.compute(loaded, frame, "fingerprint-1", chunk_images=2)
     assert speed["images"] == 9 and features.shape[0] == 9
     np.testing.assert_allclose(probabilities, loaded.predict_slices(images, series, z, ids).cnn, rtol=1e-4, atol=1e-6)
+    # the window means of every image (the out-of-distribution check's intensities), by numpy on the images
+    np.testing.assert_allclose(store.channel_means(), images.reshape(9, -1, 3).mean(axis=1) / 255.0, rtol=1e-12)
     # a kill after the first chunk: the state lists only it; the rerun computes the rest alone
     state = json.loads(store.state_path.read_text())
     store.state_path.write_text(json.dumps({**state, "chunks_done": [0]}))

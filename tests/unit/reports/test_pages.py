@@ -163,6 +163,24 @@ def test_predict_page_structure_the_tests_of_ich_predict_read():
     assert '<td class="flagged">0.750 (1)</td>' in page and "1 files could not be used" in page
 
 
+def test_predict_page_warns_of_series_outside_the_training_data_in_a_banner_and_marks_them():
+    views = [_view("1.2.3", ["ID_0a"], [0.0], [0.75]), _view("1.2.4", ["ID_0b"], [0.0], [0.25])]
+    table = _series_table([("1.2.3", 1, 0.75), ("1.2.4", 1, 0.25), ("1.2.5", 1, 0.1)])
+    quarantine = pd.DataFrame(columns=["ID", "reason", "file"])
+    plain = predict_report_html(views, [_png(), _png()], table, quarantine, THRESHOLDS, {})
+    assert 'class="banner' not in plain and 'class="ood-mark"' not in plain and "data-ood" not in plain
+    banner = f"2 of 3 series lie outside the training data {HOSTILE}"
+    page = predict_report_html(views, [_png(), _png()], table, quarantine, THRESHOLDS, {}, (), ["1.2.4", "1.2.5"], banner)
+    body = page.split("</style>", 1)[1]
+    assert '<p class="banner ood" role="alert">2 of 3 series lie outside the training data &lt;script&gt;' in body
+    assert HOSTILE not in body
+    assert body.index('class="banner ood"') < body.index('<table class="settings">')  # at the top of the page
+    # marked in the table (a shown series and one in the table only) and in the shown series' section
+    assert body.count('<span class="ood-mark">outside training data</span>') == 2 + 1 + 1  # table x2, section, legend
+    assert '<section id="series-1" data-series="1.2.4" data-ood="true">' in body
+    assert '<section id="series-0" data-series="1.2.3">' in body
+
+
 def test_predict_page_lists_the_key_slices_of_series_csv_linked_to_their_thumbnails():
     view = _view("1.2.3", ["ID_0a", "ID_0b", "ID_0c"], [0.0, 5.0, 10.0], [0.2, 0.75, 0.4])
     table = _series_table([("1.2.3", 3, 0.75)])
