@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from dvclive import Live
@@ -14,9 +13,9 @@ from ich.core.files import write_csv, write_json
 from ich.core.labels import LABELS
 from ich.core.params import EvaluateParams, load_params, section
 from ich.core.runner import run_stage
-from ich.evaluation.comparison import metrics_summary, paired_log_loss_change
+from ich.evaluation.comparison import metrics_summary
 from ich.evaluation.headline import headline
-from ich.evaluation.metrics import evaluate_predictions, series_predictions, tune_thresholds
+from ich.evaluation.holdout import score_test
 from ich.inference.features import predict_frame
 from ich.inference.loading import load_models
 from ich.reports.evaluation_page import evaluation_charts, write_report
@@ -40,34 +39,20 @@ def main() -> None:
             PREDICTIONS.format(name),
         )
     val, test = frames["val"], frames["test"]
-
-    def scores(val_probabilities: np.ndarray, test_probabilities: np.ndarray, slice_thresholds: dict) -> dict:
-        # Slice thresholds were tuned on val when the model was trained (the card's); series thresholds here, on val.
-        val_series = series_predictions(truth["val"], val_probabilities, val["SeriesInstanceUID"].to_numpy())
-        return evaluate_predictions(
-            truth["test"],
-            test_probabilities,
-            params.threshold,
-            slice_thresholds,
-            groups=test["PatientID"].to_numpy(),
-            series=test["SeriesInstanceUID"].to_numpy(),
-            series_tuned=tune_thresholds(val_series.y_true, val_series.y_prob, default=params.threshold),
-            draws=params.bootstrap_draws,
-            seed=params.seed,
-        )
-
-    metrics = scores(predicted["val"].final, predicted["test"].final, model.card.thresholds)
-    if model.sequence is not None:
-        cnn = scores(predicted["val"].cnn, predicted["test"].cnn, model.card.cnn_thresholds)
-        metrics["by_model"] = {"cnn": cnn, "sequence": {key: value for key, value in metrics.items()}}
-        metrics["context_gain"] = paired_log_loss_change(
-            truth["test"],
-            predicted["test"].cnn,
-            predicted["test"].final,
-            test["PatientID"].to_numpy(),
-            params.bootstrap_draws,
-            params.seed,
-        )
+    has_cnn = model.sequence is not None
+    metrics = score_test(
+        truth=truth,
+        final={name: result.final for name, result in predicted.items()},
+        thresholds=model.card.thresholds,
+        cnn={name: result.cnn for name, result in predicted.items()} if has_cnn else None,
+        cnn_thresholds=model.card.cnn_thresholds,
+        val_series=val["SeriesInstanceUID"].to_numpy(),
+        test_groups=test["PatientID"].to_numpy(),
+        test_series=test["SeriesInstanceUID"].to_numpy(),
+        threshold=params.threshold,
+        draws=params.bootstrap_draws,
+        seed=params.seed,
+    )
     metrics["combination"] = model.card.combination
     write_json(metrics, DETAIL)
     write_json(headline(metrics), METRICS)
