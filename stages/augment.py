@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ich.core.files import prepare_output_dir, write_csv, write_json
 from ich.core.labels import SUBTYPES
-from ich.core.params import AugmentParams, load_params, section
+from ich.core.params import AugmentParams, PreprocessParams, load_params, section
 from ich.core.params import context_slices as model_context_slices
 from ich.core.runner import run_stage
 from ich.data.augment import build_pipeline, plan_copies, write_augmented
@@ -33,7 +33,10 @@ def main() -> None:
     plan = plan_copies(train, params.target_per_label, params.max_copies_per_image, params.seed)
     output = prepare_output_dir(OUTPUT_DIR)
     copies = tqdm(zip(plan["source_ID"], plan["ID"]), total=len(plan), desc="augment", unit="img", mininterval=1.0)
-    write_augmented(copies, PNG_DIR, output, build_pipeline(params), neighbours)
+    # The copies take the preprocessed images' layout: PNG files, or shards (preprocess.layout).
+    layout = section(all_params, "preprocess", PreprocessParams)
+    shard_size = layout.images_per_shard if layout.layout == "shards" else None
+    write_augmented(copies, PNG_DIR, output, build_pipeline(params), neighbours, images_per_shard=shard_size)
     write_csv(plan, TABLE)
     metrics = {
         "copies": len(plan),

@@ -59,6 +59,7 @@ def main() -> None:
                 train.max_positive_weight,
                 train.early_stopping_patience,
                 train.cache_images,
+                train.cache_budget_gb,
                 model.context_slices,
             )
             networks = recipe.fit(trainer, model)

@@ -30,13 +30,13 @@ def is_valid_id(image_id: object, augmented: bool = False) -> bool:
     return augmented and AUGMENTED_ID_PATTERN.fullmatch(image_id) is not None
 
 
-def validate_id(image_id: object) -> str:
+def validate_id(image_id: object, augmented: bool = False) -> str:
     """Return ``image_id`` unchanged if valid, else raise ``ValueError`` saying what was expected.
 
     Only validated IDs are ever turned into file names, so no label row can name a path outside the
     data folders (``../``, absolute paths, NUL bytes, unicode look-alikes all fail the pattern).
     """
-    if not is_valid_id(image_id):
+    if not is_valid_id(image_id, augmented=augmented):
         raise ValueError(
             f"Image IDs must match 'ID_' followed by lowercase hex digits (at most {_MAX_ID_LENGTH} "
             f"characters). Received: {image_id!r}"
@@ -44,10 +44,11 @@ def validate_id(image_id: object) -> str:
     return image_id  # type: ignore[return-value]
 
 
-def image_path(folder: str | os.PathLike, image_id: str, suffix: str) -> Path:
-    """``folder / (image_id + suffix)`` for a validated ID; raises ``ValueError`` for anything else.
+def image_path(folder: str | os.PathLike, image_id: str, suffix: str, augmented: bool = False) -> Path:
+    """``folder / (image_id + suffix)`` for a validated ID (with ``augmented``, the IDs of augmented copies too);
+    raises ``ValueError`` for anything else.
 
-    The ID pattern admits only ``ID_`` and hex digits, so the result is always a direct child of
-    ``folder``.
+    The ID patterns admit only ``ID_``, hex digits and ``_aug`` with digits, so the result is always a direct child
+    of ``folder``.
     """
-    return Path(folder) / f"{validate_id(image_id)}{suffix}"
+    return Path(folder) / f"{validate_id(image_id, augmented)}{suffix}"

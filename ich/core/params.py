@@ -163,6 +163,9 @@ class SampleParams(_Section):
 
 class CopyParams(_Section):
     workers: int = Field(gt=0)
+    # link: data/dicom/ holds a hardlink (or copy) of every sampled DICOM, tracked by DVC; manifest: it holds only
+    # manifest.csv (ID, size, SHA-256 of each sampled file) and preprocess reads data.dicom_dir, checking each file.
+    mode: Literal["link", "manifest"] = "link"
 
 
 class WindowParams(_Section):
@@ -180,6 +183,9 @@ class PreprocessParams(_Section):
     workers: int = Field(ge=0)  # 0 = all cores
     rsna_pixel_fix: Literal["auto", "off"]
     file_timeout_s: float = Field(gt=0)  # seconds one file may take before it is quarantined
+    # files: data/png/<ID>.png; shards: tar shards of PNGs + data/png/shards.csv (ich.core.images)
+    layout: Literal["files", "shards"] = "files"
+    images_per_shard: int = Field(default=1000, ge=1)
 
     @field_validator("windows", mode="before")
     @classmethod
@@ -278,7 +284,8 @@ class TrainParams(_Section):
     jit_compile: Switch
     strategy: Literal["auto", "default", "mirrored", "multi_worker"]
     deterministic: bool
-    cache_images: bool
+    cache_images: bool | Literal["auto"]  # auto: what fits cache_budget_gb (train first, then val)
+    cache_budget_gb: float = Field(default=8.0, gt=0)
     # The most advanced instruction set oneDNN may use on a CPU (ONEDNN_MAX_CPU_ISA, set by dvc.yaml's command):
     # one fixed level gives the same numbers on every CPU that has it; ALL lets each CPU use its fastest.
     onednn_max_cpu_isa: Literal[

@@ -15,6 +15,7 @@ __all__ = [
     "NOT_DICOM",
     "DICOMDIR",
     "NO_IMAGE_SIZE",
+    "SOURCE_CHANGED",
     "short",
     "file_unreadable",
     "unreadable_header",
@@ -29,6 +30,7 @@ FILE_MISSING = "file missing: no <ID>.dcm in data.dicom_dir"
 NOT_DICOM = "not a DICOM file (no 'DICM' prefix and no DICOM header found)"
 DICOMDIR = "DICOMDIR (an index of a DICOM media folder, not an image)"
 NO_IMAGE_SIZE = "no image size (Rows/Columns missing or zero)"
+SOURCE_CHANGED = "file changed since it was selected (its SHA-256 differs from data/dicom/manifest.csv; rerun copy)"
 
 
 def short(error: BaseException, limit: int = 160) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 
 import albumentations as A
 import cv2
@@ -13,6 +13,7 @@ import pandas as pd
 
 from ich.core.files import atomic_write_bytes
 from ich.core.ids import image_path
+from ich.core.images import ImageStore, OpenFiles, ShardSet, decode_png
 from ich.core.labels import SUBTYPES
 from ich.core.params import AugmentParams
 from ich.data.context import compose_context
@@ -103,8 +104,11 @@ def write_augmented(
     output_dir: str | os.PathLike,
     transform: Callable[..., dict],
     neighbours: Mapping[str, tuple[str, str]] | None = None,
+    images_per_shard: int | None = None,
 ) -> int:
-    """Write each planned copy: read ``<png_dir>/<source>.png``, transform it, write ``<output_dir>/<new>.png``.
+    """Write each planned copy: read the source's PNG from ``png_dir`` (either layout, :class:`ich.core.images.ImageStore`),
+    transform it, write ``<output_dir>/<new>.png``, or with ``images_per_shard`` pack the copies into
+    ``augmented-NNNNN.tar`` shards and their ``shards.csv``.
 
     With ``neighbours`` (2.5D input: ``{source ID: (ID before, ID after)}`` along z, from
     :func:`ich.data.context.neighbour_ids`), the source is first composed with its neighbours
@@ -113,31 +117,41 @@ def write_augmented(
     Args:
         copies: ``(source ID, new ID)`` pairs from :func:`plan_copies`, in the order the seeded
             ``transform`` is applied.
-        png_dir: folder of the preprocessed PNGs.
-        output_dir: existing folder for the copies; each appears atomically, complete or not at all.
+        png_dir: folder of the preprocessed images.
+        output_dir: existing folder for the copies; each file (or shard) appears atomically, complete or not at all.
         transform: an albumentations pipeline (see :func:`build_pipeline`).
 
     Returns:
         How many copies were written.
 
     Raises:
-        FileNotFoundError: a source PNG is missing or unreadable (rerun `dvc repro preprocess`).
+        FileNotFoundError: a source image is missing or unreadable (rerun `dvc repro preprocess`).
     """
+    store = ImageStore.open(png_dir)
+    files = OpenFiles()
 
     def read(image_id: str) -> np.ndarray:
-        source = image_path(png_dir, image_id, ".png")
-        bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"Cannot read {source}, a source of the training split; rerun `dvc repro preprocess`.")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        try:
+            location = store.locate([image_id]).iloc[0]
+            return decode_png(files.read(location["path"], int(location["offset"]), int(location["size"])), image_id)
+        except (OSError, ValueError) as error:
+            raise FileNotFoundError(
+                f"Cannot read {image_id} from {png_dir}, a source of the training split ({error}); rerun `dvc repro preprocess`."
+            ) from error
 
     written = 0
-    for source_id, new_id in copies:
-        image = read(source_id)
-        if neighbours is not None:
-            before, after = neighbours[source_id]
-            image = compose_context(np.stack([image, read(before), read(after)]), np.array([1]), np.array([2]))[0]
-        augmented = transform(image=image)["image"]
-        atomic_write_bytes(Path(output_dir) / f"{new_id}.png", encode_png(augmented))
-        written += 1
+    with contextlib.ExitStack() as stack:
+        stack.callback(files.close)
+        shards = stack.enter_context(ShardSet(output_dir, images_per_shard)) if images_per_shard else None
+        for source_id, new_id in copies:
+            image = read(source_id)
+            if neighbours is not None:
+                before, after = neighbours[source_id]
+                image = compose_context(np.stack([image, read(before), read(after)]), np.array([1]), np.array([2]))[0]
+            png = encode_png(transform(image=image)["image"])
+            if shards is not None:
+                shards.add("augmented", new_id, png)
+            else:
+                atomic_write_bytes(image_path(output_dir, new_id, ".png", augmented=True), png)
+            written += 1
     return written

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -13,9 +13,10 @@ import pandas as pd
 
 from ich.core.files import write_file
 from ich.core.ids import image_path
+from ich.core.images import ShardSet
 from ich.core.labels import LABELS
 from ich.core.pool import TaskFailure, map_in_order, resolve_workers
-from ich.core.quarantine import INVALID_ID
+from ich.core.quarantine import FILE_MISSING, INVALID_ID
 from ich.imaging.dicom import RSNA_PIXEL_FIX_MODES
 from ich.imaging.png import encode_png
 from ich.imaging.slices import render_file, reuse_freed_memory, step_failed
@@ -28,6 +29,8 @@ __all__ = [
     "SPLIT_COLUMNS",
     "PreprocessOutcome",
     "collect_outcome",
+    "store_in_shards",
+    "read_manifest",
 ]
 
 # Speed levers, measured by benchmarks/preprocess.py and benchmarks/preprocess_stage.py: one LUT gather
@@ -37,56 +40,76 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FileResult:
-    """Outcome for one ID: ``metadata`` when a PNG was written, else ``reason`` for the quarantine."""
+    """Outcome for one ID: ``metadata`` when a PNG was made, else ``reason`` for the quarantine. ``png`` holds the
+    PNG's bytes when the caller writes them (shards), None when the PNG was written to ``png_dir``."""
 
     image_id: str
     metadata: dict[str, object] | None
     reason: str | None
+    png: bytes | None = None
 
 
 @dataclass(frozen=True)
 class _Job:
     dicom_dir: str
-    png_dir: str
+    png_dir: str | None  # None: return the PNG bytes
     image_size: int
     windows: tuple[Window, ...]
     rsna_pixel_fix: str = "auto"
+    manifest: bool = False  # items are (ID, SHA-256 recorded by the copy stage or None when it found no file)
 
 
-def process_file(image_id: str, job: _Job) -> FileResult:
-    """Turn ``<dicom_dir>/<ID>.dcm`` into ``<png_dir>/<ID>.png``; every failure of the file becomes a reason.
+#: An item of :func:`process_many`: an ID, or with a manifest ``(ID, SHA-256 or None)``.
+Item = str | tuple[str, str | None]
+
+
+def process_file(item: Item, job: _Job) -> FileResult:
+    """Turn ``<dicom_dir>/<ID>.dcm`` into ``<png_dir>/<ID>.png`` (or its bytes); every failure of the file becomes a
+    reason.
 
     Reading, decoding and windowing are :func:`ich.imaging.slices.render_file`, the boundary between one
     untrusted file and the run that ``ich predict`` shares; encoding turns any exception into a reason too. Only
-    writing the PNG may raise (a full disk or a read-only output is no property of the file).
+    writing the PNG may raise (a full disk or a read-only output is no property of the file). With a manifest, a
+    file whose bytes are not those the copy stage recorded is quarantined (:data:`ich.core.quarantine.SOURCE_CHANGED`).
     """
+    image_id, digest = item if isinstance(item, tuple) else (item, None)
     try:
         source = image_path(job.dicom_dir, image_id, ".dcm")
-        target = image_path(job.png_dir, image_id, ".png")
+        target = image_path(job.png_dir, image_id, ".png") if job.png_dir is not None else None
     except ValueError:
         return FileResult(image_id, None, INVALID_ID)
-    rendered = render_file(source, image_id, image_size=job.image_size, windows=job.windows, rsna_pixel_fix=job.rsna_pixel_fix)
+    if job.manifest and digest is None:
+        return FileResult(image_id, None, FILE_MISSING)
+    rendered = render_file(
+        source, image_id, image_size=job.image_size, windows=job.windows, rsna_pixel_fix=job.rsna_pixel_fix, sha256=digest
+    )
     if isinstance(rendered, str):
         return FileResult(image_id, None, rendered)
     try:
         png = encode_png(rendered.rgb)
     except Exception as error:
         return FileResult(image_id, None, step_failed("PNG encoding", error))
+    if target is None:
+        return FileResult(image_id, rendered.metadata, None, png)
     write_file(target, png)
     return FileResult(image_id, rendered.metadata, None)
 
 
 def process_many(
-    image_ids: Iterable[str],
+    image_ids: Iterable[Item],
     dicom_dir: str | os.PathLike,
-    png_dir: str | os.PathLike,
+    png_dir: str | os.PathLike | None,
     image_size: int,
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     workers: int = 0,
     rsna_pixel_fix: str = "auto",
     file_timeout_s: float | None = None,
+    manifest: bool = False,
 ) -> Iterator[FileResult]:
     """Process IDs across ``workers`` processes (0 = all cores), yielding one result per ID in input order.
+
+    ``png_dir`` None: each result carries its PNG's bytes for the caller to store (the shards layout).
+    ``manifest``: items are ``(ID, SHA-256)`` from the copy stage's manifest (None: the copy stage found no file).
 
     With ``file_timeout_s`` every file is processed in a worker process, so a decoder that hangs or
     crashes costs that file (quarantined with the reason), never the run. Without it, one worker (or
@@ -97,8 +120,11 @@ def process_many(
         raise ValueError(f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}")
     if file_timeout_s is not None and not file_timeout_s > 0:
         raise ValueError(f"file_timeout_s must be > 0 seconds (or None for no limit). Received: {file_timeout_s}")
-    job = _Job(str(dicom_dir), str(png_dir), int(image_size), tuple(windows), rsna_pixel_fix)
-    Path(png_dir).mkdir(parents=True, exist_ok=True)
+    job = _Job(
+        str(dicom_dir), None if png_dir is None else str(png_dir), int(image_size), tuple(windows), rsna_pixel_fix, manifest
+    )
+    if png_dir is not None:
+        Path(png_dir).mkdir(parents=True, exist_ok=True)
     workers = resolve_workers(workers)
     ids = list(image_ids)
     in_process = file_timeout_s is None and (workers == 1 or len(ids) < 2 * workers)
@@ -111,7 +137,26 @@ def process_many(
         in_process=in_process,
     )
     for result in results:
-        yield FileResult(result.item, None, result.reason) if isinstance(result, TaskFailure) else result
+        if isinstance(result, TaskFailure):
+            item = result.item
+            yield FileResult(item[0] if isinstance(item, tuple) else item, None, result.reason)
+        else:
+            yield result
+
+
+def store_in_shards(results: Iterable[FileResult], shards: ShardSet, split_of: Mapping[str, str]) -> Iterator[FileResult]:
+    """Pass ``results`` on, after adding each made PNG to ``shards`` under its split's prefix (``train-00000.tar``...)."""
+    for result in results:
+        if result.png is not None:
+            shards.add(split_of[result.image_id], result.image_id, result.png)
+            result = FileResult(result.image_id, result.metadata, None)
+        yield result
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, str]:
+    """``{ID: SHA-256}`` of the copy stage's manifest (:func:`ich.data.copy.manifest_of`)."""
+    manifest = pd.read_csv(path, dtype={"ID": str, "sha256": str})
+    return dict(zip(manifest["ID"], manifest["sha256"]))
 
 
 #: Columns of the per-split tables ``data/split/{train,val,test}.csv`` (the contract's, plus where each slice lies).

@@ -10,6 +10,7 @@ quarantine reason naming the step, so both callers word the same problem the sam
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ich.core.quarantine import FILE_MISSING, file_unreadable
+from ich.core.quarantine import FILE_MISSING, SOURCE_CHANGED, file_unreadable
 from ich.imaging.dicom import RSNA_PIXEL_FIX_MODES, UnusableSlice, read_ct_slice
 from ich.imaging.rendering import render_rgb
 from ich.imaging.windows import DEFAULT_WINDOWS, Window
@@ -73,6 +74,7 @@ def render_file(
     image_size: int,
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     rsna_pixel_fix: str = "auto",
+    sha256: str | None = None,
 ) -> RenderedSlice | str:
     """Read, decode (:func:`ich.imaging.dicom.read_ct_slice`) and render (:func:`ich.imaging.rendering.render_rgb`)
     one file; every failure of the file becomes the returned reason. Holds one file's bytes, its pixels and
@@ -84,6 +86,8 @@ def render_file(
         image_size: side of the square image in pixels.
         windows: the three windows, in channel order.
         rsna_pixel_fix: ``auto`` or ``off`` (see :data:`ich.imaging.dicom.RSNA_PIXEL_FIX_MODES`).
+        sha256: when given, the file's bytes must have this SHA-256 (recorded when the file was selected), else it is
+            quarantined as changed.
 
     Raises:
         ValueError: ``rsna_pixel_fix`` is not one of the modes (a caller's error, not the file's).
@@ -98,6 +102,8 @@ def render_file(
         return file_unreadable(error)
     except Exception as error:  # per-file boundary: see the module docstring
         return step_failed("reading the file", error)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        return SOURCE_CHANGED
     try:
         ct_slice = read_ct_slice(data, image_id, rsna_pixel_fix)
     except UnusableSlice as error:

@@ -1,4 +1,4 @@
-"""Predicting over a split table of PNGs, whole series at a time, with flat memory.
+"""Predicting over a split table of processed images (PNG files or shards), whole series at a time, with flat memory.
 
 - :func:`series_chunks` cuts a table into chunks of whole series (at most about ``chunk_images`` images each,
   a longer series whole), so 2.5D neighbours and the sequence model always see complete series;
@@ -18,11 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from ich.core.files import atomic_write_text
+from ich.core.images import WHOLE_FILE, OpenFiles, decode_png
 from ich.data.context import series_order, series_runs
 from ich.inference.loading import LoadedModel, SlicePredictions
 from ich.inference.ood import channel_means
@@ -30,22 +30,28 @@ from ich.inference.ood import channel_means
 __all__ = ["load_pngs", "series_chunks", "predict_frame", "FeatureStore", "fingerprint_files"]
 
 
-def load_pngs(paths: list[str], image_size: int) -> np.ndarray:
-    """The RGB PNGs at ``paths`` as uint8 ``(N, image_size, image_size, 3)``.
+def load_pngs(locations: pd.DataFrame | list[str], image_size: int) -> np.ndarray:
+    """The RGB images at ``locations`` (PNG paths, or rows of ``path, offset, size``: :class:`ich.core.images.ImageStore`)
+    as uint8 ``(N, image_size, image_size, 3)``.
 
     Raises:
-        ValueError: a PNG that cannot be read or has another size (preprocess at the model's image size).
+        ValueError: an image that cannot be read or has another size (preprocess at the model's image size).
     """
-    images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
-    for index, path in enumerate(paths):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"Cannot read the image {path}")
-        if image.shape[:2] != (image_size, image_size):
-            raise ValueError(
-                f"{path} is {image.shape[1]}x{image.shape[0]} px; the model reads {image_size} px (rerun preprocess)"
-            )
-        images[index] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if not isinstance(locations, pd.DataFrame):
+        locations = pd.DataFrame({"path": [str(path) for path in locations], "offset": 0, "size": WHOLE_FILE})
+    images = np.empty((len(locations), image_size, image_size, 3), dtype=np.uint8)
+    with OpenFiles() as files:
+        for index, (path, offset, size) in enumerate(locations[["path", "offset", "size"]].itertuples(index=False)):
+            what = str(path) if size == WHOLE_FILE else f"at byte {offset} of {path}"
+            try:
+                image = decode_png(files.read(str(path), int(offset), int(size)), what)
+            except OSError as error:
+                raise ValueError(f"Cannot read the image {what}: {error}") from error
+            if image.shape[:2] != (image_size, image_size):
+                raise ValueError(
+                    f"{what} is {image.shape[1]}x{image.shape[0]} px; the model reads {image_size} px (rerun preprocess)"
+                )
+            images[index] = image
     return images
 
 
@@ -71,7 +77,7 @@ def _chunk_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     part = frame.iloc[rows]
     return (
-        load_pngs(part["path"].tolist(), model.image_size),
+        load_pngs(part[["path", "offset", "size"]], model.image_size),
         part["SeriesInstanceUID"].astype(str).to_numpy(),
         part["position_z"].to_numpy(dtype=np.float64),
         part["ID"].astype(str).to_numpy(),
@@ -90,9 +96,10 @@ def predict_frame(model: LoadedModel, frame: pd.DataFrame, batch_size: int = 64,
 
 
 def fingerprint_files(paths: list[str | os.PathLike], extra: str = "") -> str:
-    """SHA-256 over the names and contents of ``paths`` in the given order, and ``extra``."""
+    """SHA-256 over the names and contents of ``paths`` in the given order (each file once: the images of a shard
+    share it), and ``extra``."""
     digest = hashlib.sha256(extra.encode())
-    for path in paths:
+    for path in dict.fromkeys(str(path) for path in paths):
         digest.update(str(path).encode() + b"\0")
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import cv2
 import numpy as np
 import pandas as pd
 
 from dvclive import Live
+from ich.core.images import decode_png, read_range
 from ich.core.labels import LABELS
 
 __all__ = ["SHORT_NAMES", "log_label_plots", "montage"]
@@ -38,7 +37,8 @@ def log_label_plots(live: Live, y_true: np.ndarray, y_prob: np.ndarray, threshol
 
 def montage(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float, count: int, seed: int) -> np.ndarray:
     """A grid of slices, half positive where possible, each captioned with its true (T) and predicted (P)
-    labels: ``(rows * 192, 4 * 192, 3)`` uint8 RGB. ``frame`` has the label columns and a ``path`` column."""
+    labels: ``(rows * 192, 4 * 192, 3)`` uint8 RGB. ``frame`` has the label columns, ``ID`` and where each image
+    lies (``path``, and for shards ``offset, size``: :func:`ich.training.datasets.load_table`)."""
     rng = np.random.default_rng(seed)
     positives = np.flatnonzero(frame["any"].to_numpy() == 1)
     negatives = np.flatnonzero(frame["any"].to_numpy() == 0)
@@ -51,10 +51,12 @@ def montage(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float, co
     ).astype(int)
     tiles = []
     for index in chosen:
-        # An unreadable file gives None, which cv2.resize rejects.
-        tile = cv2.resize(
-            cast(np.ndarray, cv2.imread(frame["path"].iloc[index], cv2.IMREAD_COLOR)), (192, 192), interpolation=cv2.INTER_NEAREST
+        row = frame.iloc[index]  # an unreadable image raises ValueError, naming it
+        size = int(row["size"]) if "size" in frame else -1
+        rgb = decode_png(
+            read_range(row["path"], int(row["offset"]) if "offset" in frame else 0, size), str(row.get("ID", row["path"]))
         )
+        tile = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (192, 192), interpolation=cv2.INTER_NEAREST)
         truth = [SHORT_NAMES[label] for label in LABELS if frame[label].iloc[index] == 1] or ["none"]
         predicted = [
             f"{SHORT_NAMES[label]} {probabilities[index, k]:.2f}"

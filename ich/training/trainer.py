@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import keras
 import numpy as np
@@ -19,7 +20,7 @@ from dvclive import Live
 from ich.data.context import neighbour_ids
 from ich.models.losses import WeightedBinaryCrossentropy, auc_metrics, positive_weights
 from ich.models.networks import backbones_of
-from ich.training.datasets import label_matrix, make_dataset
+from ich.training.datasets import LOCATION_COLUMNS, label_matrix, make_dataset, plan_cache
 from ich.training.resume import ResumableEarlyStopping, ResumeCallback, ResumeStore
 from ich.training.runtime import Runtime
 
@@ -217,8 +218,9 @@ class Trainer:
     them share one ``Live`` run and one set of phases.
 
     Args:
-        train: training images (the split plus its augmented copies) with a ``path`` column.
-        val: validation images with a ``path`` column.
+        train: training images (the split plus its augmented copies) with their locations (``path, offset, size``:
+            :func:`ich.training.datasets.load_table`).
+        val: validation images, likewise.
         image_size: side of the square input images in pixels.
         batch_size: the global batch (per replica x replicas).
         seed: shuffling seed of the input pipelines.
@@ -226,7 +228,7 @@ class Trainer:
         runtime: from :func:`ich.training.runtime.configure_runtime`.
         live: the stage's dvclive run.
         store: the resume store; best checkpoints are kept there until the run finishes.
-        use_positive_weights / max_positive_weight / patience / cache_images: the ``train.*`` switches.
+        use_positive_weights / max_positive_weight / patience / cache_images / cache_budget_gb: the ``train.*`` switches.
         context_slices: ``model.context_slices``; above 0 each image is composed with its neighbours along z in
             its series (:mod:`ich.data.context`), except augmented copies (rows with a ``source_ID``), which the augment
             stage already composed.
@@ -244,7 +246,9 @@ class Trainer:
     use_positive_weights: bool = True
     max_positive_weight: float = 10.0
     patience: int = 4
-    cache_images: bool = True
+    cache_images: bool | Literal["auto"] = True
+    #: With ``cache_images: auto``: the most memory the cached decoded images may take, in GiB.
+    cache_budget_gb: float = 8.0
     #: 2.5D input (``model.context_slices``): 0 = single slices.
     context_slices: int = 0
     #: The positive weights each network's loss used, by network name (recorded in the model card).
@@ -255,17 +259,22 @@ class Trainer:
         return (self.image_size, self.image_size, 3)
 
     def dataset(self, frame: pd.DataFrame, labels: Sequence[str], shuffle: bool, cache: bool | None = None) -> tf.data.Dataset:
-        """``frame``'s images and ``labels`` as a batched dataset (see :func:`ich.training.datasets.make_dataset`)."""
+        """``frame``'s images and ``labels`` as a batched dataset (see :func:`ich.training.datasets.make_dataset`);
+        ``cache`` None: as :meth:`cache_plan` decides for ``frame`` alone."""
         return make_dataset(
-            frame["path"].tolist(),
+            frame[list(LOCATION_COLUMNS)],
             label_matrix(frame, labels),
             self.image_size,
             self.batch_size,
             shuffle,
             self.seed,
-            self.cache_images if cache is None else cache,
-            self._neighbour_paths(frame),
+            self.cache_plan(len(frame))[0] if cache is None else cache,
+            self._neighbour_locations(frame),
         )
+
+    def cache_plan(self, *images: int) -> list[bool]:
+        """:func:`ich.training.datasets.plan_cache` for datasets of ``images`` images used together (train, then val)."""
+        return plan_cache(images, self.image_size, self.cache_images, self.cache_budget_gb)
 
     def __post_init__(self) -> None:
         # Neighbours are found in the whole split, before a recipe selects rows (stage 2 trains on positives only).
@@ -274,23 +283,28 @@ class Trainer:
     def _with_neighbours(self, frame: pd.DataFrame) -> pd.DataFrame:
         if self.context_slices == 0:
             return frame
-        paths = frame["path"].to_numpy(dtype=object)
-        before, after = paths.copy(), paths.copy()
+        columns = {
+            side: {column: frame[column].to_numpy(copy=True) for column in LOCATION_COLUMNS} for side in ("before", "after")
+        }
         slices = frame["source_ID"].isna().to_numpy() if "source_ID" in frame else np.ones(len(frame), dtype=bool)
         if slices.any():
             rows = frame[slices]
-            by_id = dict(zip(rows["ID"], rows["path"]))
-            before_ids, after_ids = neighbour_ids(rows, self.context_slices)
-            before[slices] = [by_id[image_id] for image_id in before_ids]
-            after[slices] = [by_id[image_id] for image_id in after_ids]
-        return frame.assign(path_before=before, path_after=after)
+            position = pd.Series(np.arange(len(rows)), index=rows["ID"].to_numpy())
+            for side, ids in zip(("before", "after"), neighbour_ids(rows, self.context_slices)):
+                picked = position.loc[list(ids)].to_numpy()
+                for column in LOCATION_COLUMNS:
+                    columns[side][column][slices] = rows[column].to_numpy()[picked]
+        return frame.assign(**{f"{column}_{side}": values for side, by in columns.items() for column, values in by.items()})
 
-    def _neighbour_paths(self, frame: pd.DataFrame) -> tuple[list[str], list[str]] | None:
+    def _neighbour_locations(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         if self.context_slices == 0:
             return None
         if "path_before" not in frame:
             frame = self._with_neighbours(frame)
-        return frame["path_before"].tolist(), frame["path_after"].tolist()
+        return tuple(
+            pd.DataFrame({column: frame[f"{column}_{side}"].to_numpy() for column in LOCATION_COLUMNS})
+            for side in ("before", "after")
+        )
 
     def fit(
         self,
@@ -316,8 +330,17 @@ class Trainer:
         targets = label_matrix(train, labels)
         weights = positive_weights(targets, self.max_positive_weight) if self.use_positive_weights else [1.0] * len(labels)
         self.positive_weights[name] = weights
-        train_data = self.dataset(train, labels, shuffle=True)
-        val_data = self.dataset(val, labels, shuffle=False)
+        cache_train, cache_val = self.cache_plan(len(train), len(val))
+        logger.info(
+            "%s: %d training images (%s), %d validation images (%s)",
+            name,
+            len(train),
+            "cached in memory" if cache_train else "streamed",
+            len(val),
+            "cached in memory" if cache_val else "streamed",
+        )
+        train_data = self.dataset(train, labels, shuffle=True, cache=cache_train)
+        val_data = self.dataset(val, labels, shuffle=False, cache=cache_val)
         with self.runtime.strategy.scope():
             model = build()
         return fit_phases(
