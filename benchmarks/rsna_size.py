@@ -130,18 +130,18 @@ def data_stages(project: Path) -> dict:
     return stages
 
 
-def transfer(project: Path, work: Path, layout: str) -> dict:
+def transfer(project: Path, work: Path, layout: str, pull: bool = True) -> dict:
     folders = [project / name for name in OUTPUTS]
     copy_target = work / f"cp-{layout}"
     shutil.rmtree(copy_target, ignore_errors=True)
     copy_target.mkdir()
     cp = timed(["cp", "-a", *map(str, folders), str(copy_target)], project)
     shutil.rmtree(copy_target)
-    push = dvc("push", cwd=project)
+    push = dvc("push", *DATA_STAGES, cwd=project)
     for folder in folders:
         shutil.rmtree(folder)
     shutil.rmtree(project / ".dvc/cache")
-    pull = dvc("pull", cwd=project)
+    pull = dvc("pull", *DATA_STAGES, cwd=project)
     return {
         "files": file_count(folders),
         "cp_seconds": cp["seconds"],
@@ -239,10 +239,14 @@ def print_report(results: dict) -> None:
         )
         moved = results[name].get("transfer")
         if moved:
+            pulled = (
+                f", dvc pull {moved['pull_seconds']:.0f} s ({moved['pull_seconds'] / moved['cp_seconds']:.1f}x)"
+                if moved["pull_seconds"] is not None
+                else ""
+            )
             print(
-                f"{name}: dvc push {moved['push_seconds']:.0f} s, dvc pull {moved['pull_seconds']:.0f} s, cp -a {moved['cp_seconds']:.0f} s "
-                f"({moved['push_seconds'] / moved['cp_seconds']:.1f}x and {moved['pull_seconds'] / moved['cp_seconds']:.1f}x cp -a) "
-                f"for {moved['files']} files"
+                f"{name}: cp -a {moved['cp_seconds']:.0f} s, dvc push {moved['push_seconds']:.0f} s "
+                f"({moved['push_seconds'] / moved['cp_seconds']:.1f}x cp -a){pulled}, for {moved['files']} files"
             )
         pipe = results[name].get("input")
         if pipe:
@@ -265,6 +269,9 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--no-transfer", action="store_true", help="skip dvc push/pull and cp -a")
     parser.add_argument("--no-input", action="store_true", help="skip the input pipeline")
+    parser.add_argument(
+        "--light-baseline", action="store_true", help="for the files layout, one dvc status, no pull, no input pipeline"
+    )
     parser.add_argument("--input-pipeline", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.input_pipeline:
@@ -291,12 +298,14 @@ def main() -> None:
         project = project_for(args.work, layout, dataset)
         results[layout] = {"stages": data_stages(project)}
         results[layout]["files_tracked"] = file_count([project / name for name in OUTPUTS])
-        results[layout]["status_median_s"] = statistics.median(dvc("status", cwd=project)["seconds"] for _ in range(3))
+        light = args.light_baseline and layout == "files"
+        repeats = 1 if light else 3
+        results[layout]["status_median_s"] = statistics.median(dvc("status", cwd=project)["seconds"] for _ in range(repeats))
         print(f"  no-op dvc status {results[layout]['status_median_s']:.1f} s", flush=True)
-        if not args.no_input:
+        if not args.no_input and not light:
             results[layout]["input"] = input_pipeline(project)
         if not args.no_transfer:
-            results[layout]["transfer"] = transfer(project, args.work, layout)
+            results[layout]["transfer"] = transfer(project, args.work, layout, pull=not light)
             print(f"  transfer {results[layout]['transfer']}", flush=True)
     if set(LAYOUTS) <= set(args.layouts):
         results["pixels"] = same_pixels(args.work / "files", args.work / "shards")
