@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("ich.inference.cli", "predict intracranial hemorrhage on a folder of head-CT DICOMs with a trained model"),
     "evaluate-external": ("ich.inference.external", "score a trained model on an external labelled set, without retraining"),
     "compare": ("ich.evaluation.compare_cli", "is run B better than run A? paired patient-bootstrap differences on the test set"),
+    "experiments": (
+        "ich.evaluation.experiments_cli",
+        "every run (dvc exp show's rows) with its headline metrics; --html: any two runs' curves",
+    ),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -279,6 +280,22 @@ def test_experiment_run_reruns_only_training_and_metrics_diff_reports_it(full_pr
     assert "metrics/evaluate.json" in diff
     shown = dvc("exp", "show", "--csv", cwd=full_project).stdout
     assert "train.epochs" in shown and "weighted_log_loss" in shown
+    # ich experiments: every run with the metrics it wrote, the params that differ, and the page of any two
+    listed = run(
+        [sys.executable, "-m", "ich.evaluation.experiments_cli", "--json", "runs.json", "--html", "runs.html"], cwd=full_project
+    )
+    runs = json.loads((full_project / "runs.json").read_text())
+    assert runs["changed_params"] == ["model.arch", "train.epochs"]
+    experiment = next(entry for entry in runs["runs"] if entry["kind"] == "experiment")
+    workspace = json.loads((full_project / "metrics/evaluate.json").read_text())  # exp run leaves its results here
+    assert experiment["headline"] == workspace and experiment["params"] == {"model.arch": "efficientnetv2", "train.epochs": 2}
+    baseline = next(entry for entry in runs["runs"] if entry["kind"] == "baseline")
+    committed = json.loads(run(["git", "show", "HEAD:metrics/evaluate.json"], cwd=full_project).stdout)
+    assert baseline["headline"] == committed
+    assert f"{workspace['weighted_log_loss']:.4f}" in listed.stdout
+    page = (full_project / "runs.html").read_text()
+    assert "vegaEmbed" in page and experiment["name"] in page
+    assert not re.search(r"<(script|img|link)[^>]+(src|href)=", page)  # loads nothing from outside
 
 
 def test_committed_lock_data_stage_hashes_reproduce_on_this_machine(tmp_path):
