@@ -18,6 +18,7 @@ from ich.evaluation.headline import headline
 from ich.evaluation.holdout import score_test
 from ich.inference.features import predict_frame
 from ich.inference.loading import load_models
+from ich.models.document import EVALUATION_FILE, evaluation_summary
 from ich.reports.evaluation_page import evaluation_charts, write_report
 from ich.reports.plots import log_label_plots, montage
 from ich.training.datasets import label_matrix, load_table
@@ -55,7 +56,10 @@ def main() -> None:
     )
     metrics["combination"] = model.card.combination
     write_json(metrics, DETAIL)
-    write_json(headline(metrics), METRICS)
+    summary = headline(metrics)
+    write_json(summary, METRICS)
+    # The model folder carries its headline test results (ich.models.document), read by `ich predict`.
+    write_json(evaluation_summary(summary, test), f"{MODEL_DIR}/{EVALUATION_FILE}")
     probabilities = predicted["test"].final
     charts = evaluation_charts(CURVES, truth["test"], probabilities)
     write_report(

@@ -10,6 +10,8 @@ import logging
 import shutil
 from typing import Any
 
+import pandas as pd
+
 from dvclive import Live
 from ich.core.files import prepare_output_dir, write_json
 from ich.core.params import SequenceParams, load_params, section
@@ -20,10 +22,12 @@ from ich.inference.features import FeatureStore, fingerprint_files
 from ich.inference.loading import load_models
 from ich.inference.ood import OOD_FILE, OodEntry, fit_ood, save_ood
 from ich.models.card import MODEL_CARD, folder_card
+from ich.models.document import card_document
 from ich.models.sequence import SeriesSet, fit_sequence, predict_series, slice_inputs
 from ich.training.datasets import label_matrix, load_table
 
 SPLIT_DIR, PNG_DIR, MODELS, CNN_DIR, OUTPUT = "data/split", "data/png", "models", "cnn", "sequence"
+AUGMENTED = "data/augmented.csv"
 STORE, LIVE_DIR, METRICS = "checkpoints/sequence", "dvclive/sequence", "metrics/sequence.json"
 
 
@@ -35,8 +39,9 @@ def main() -> None:
     metrics: dict[str, Any] = {"enabled": params.enabled}
     model_files = sorted(f"{MODELS}/{CNN_DIR}/{name}" for name in [MODEL_CARD, *cnn.card.files.values()])
     splits, rates, cnn_probabilities, ood_inputs = {}, [], {}, []
+    frames = {}
     for name in ("train", "val"):
-        frame = load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR)
+        frame = frames[name] = load_table(f"{SPLIT_DIR}/{name}.csv", PNG_DIR)
         fingerprint = fingerprint_files([*model_files, *frame["path"]], extra=frame.to_csv(index=False))
         store = FeatureStore(STORE, name)
         features, probabilities, speed = store.compute(cnn, frame, fingerprint, params.batch_size)
@@ -87,6 +92,10 @@ def main() -> None:
     card = folder_card(cnn.card, CNN_DIR, entry).to_json()
     if ood:  # the folder card's `ood` entry (ich.inference.ood.OodEntry)
         card["ood"] = OodEntry(dir=OUTPUT, file=OOD_FILE, **ood).model_dump()
+    # The card as a document (ich.models.document): intended use, training data, git revision, data hash.
+    tables = [f"{SPLIT_DIR}/train.csv", AUGMENTED, f"{SPLIT_DIR}/val.csv"]
+    augmented = pd.read_csv(AUGMENTED, dtype={"ID": str})
+    card.update(card_document(frames["train"], augmented, frames["val"], cnn.card.image_size, tables))
     write_json(card, f"{MODELS}/{MODEL_CARD}")
     write_json(metrics, METRICS)
     logging.getLogger("ich").info("sequence: %s", metrics)

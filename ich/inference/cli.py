@@ -55,6 +55,7 @@ from ich.inference.ood import OOD_COLUMN, ood_message, ood_summary
 from ich.inference.outputs import OUTPUT_FILES, SR_FOLDER, write_outputs
 from ich.inference.predict import predict_files
 from ich.inference.scan import scan_folder
+from ich.models.document import HeldOutEvaluation, document_of, read_evaluation
 
 if TYPE_CHECKING:
     from ich.inference.explain import Explainer
@@ -189,9 +190,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def card_summary(card: ModelCard) -> str:
-    """One paragraph on the model a run uses, from its card: what it is, what it was trained on, how its decisions
-    are made, and that it is for research only."""
+def card_summary(card: ModelCard, evaluation: HeldOutEvaluation | None = None) -> str:
+    """One paragraph on the model a run uses, from its card (and the folder's test evaluation when there is one):
+    what it is, what it was trained on, how its decisions are made, how it did on its test split, and its intended use."""
     backbones = getattr(card, "backbones", None) or {}
     parts = [f"Model: {card.arch}" + (f" ({', '.join(str(name) for name in backbones.values())})" if backbones else "")]
     parts.append(
@@ -201,11 +202,29 @@ def card_summary(card: ModelCard) -> str:
         parts.append(f"2.5D input ({card.context_slices} slice(s) either side)")
     if card.sequence is not None:
         parts.append("a sequence model over each series makes the final predictions")
-    trained = getattr(card, "train_images", None)
-    if trained:
-        parts.append(f"trained on {trained} images")
+    document = document_of(card)
+    if document is not None:
+        data = document.training_data
+        parts.append(
+            f"trained on {data.train_images} slices of {data.train_patients} patients (+{data.augmented_copies} augmented), "
+            f"{100 * data.train_prevalence.get('any', 0):.1f} % with a bleed"
+            + (f", at git {document.git_revision[:10]}" if document.git_revision else "")
+        )
+    elif getattr(card, "train_images", None):
+        parts.append(f"trained on {card.train_images} images")  # type: ignore[attr-defined]
     parts.append(f"decisions at per-label thresholds ({card.thresholds_from})")
-    return "; ".join(parts) + ". For research use only, not for clinical use."
+    if evaluation is not None and evaluation.weighted_log_loss is not None:
+        ci = evaluation.weighted_log_loss_ci95
+        parts.append(
+            f"on its test split ({evaluation.images} slices of {evaluation.patients} patients) weighted log loss "
+            f"{evaluation.weighted_log_loss:.4f}"
+            + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+            + (f", mean subtype AUC {evaluation.mean_subtype_auc:.3f}" if evaluation.mean_subtype_auc is not None else "")
+        )
+    use = "For research use only, not for clinical use."
+    if document is not None:
+        use = document.intended_use
+    return "; ".join(parts) + ". " + use
 
 
 def run_predict(
@@ -228,7 +247,7 @@ def run_predict(
         (out / name).unlink(missing_ok=True)
     _remove(out / SR_FOLDER)
     model = load_model_folder(args.models)
-    print(card_summary(model.card), file=sys.stderr)
+    print(card_summary(model.card, read_evaluation(models_dir)), file=sys.stderr)
     thresholds = _thresholds(model.card, args.threshold)
     explainer = None
     if args.explain and args.explain_slices > 0 and args.report_series > 0:
