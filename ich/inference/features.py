@@ -31,14 +31,16 @@ __all__ = ["load_pngs", "series_chunks", "predict_frame", "FeatureStore", "finge
 
 
 def load_pngs(locations: pd.DataFrame | list[str], image_size: int) -> np.ndarray:
-    """The RGB images at ``locations`` (PNG paths, or rows of ``path, offset, size``: :class:`ich.core.images.ImageStore`)
-    as uint8 ``(N, image_size, image_size, 3)``.
+    """The RGB images at ``locations`` (PNG paths, or a table with a ``path`` column and, for shards, ``offset`` and
+    ``size``: :class:`ich.core.images.ImageStore`) as uint8 ``(N, image_size, image_size, 3)``.
 
     Raises:
         ValueError: an image that cannot be read or has another size (preprocess at the model's image size).
     """
     if not isinstance(locations, pd.DataFrame):
-        locations = pd.DataFrame({"path": [str(path) for path in locations], "offset": 0, "size": WHOLE_FILE})
+        locations = pd.DataFrame({"path": [str(path) for path in locations]})
+    if "offset" not in locations or "size" not in locations:  # a table of PNG paths alone: whole files
+        locations = locations.assign(offset=0, size=WHOLE_FILE)
     images = np.empty((len(locations), image_size, image_size, 3), dtype=np.uint8)
     with OpenFiles() as files:
         for index, (path, offset, size) in enumerate(locations[["path", "offset", "size"]].itertuples(index=False)):
@@ -77,7 +79,7 @@ def _chunk_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     part = frame.iloc[rows]
     return (
-        load_pngs(part[["path", "offset", "size"]], model.image_size),
+        load_pngs(part, model.image_size),
         part["SeriesInstanceUID"].astype(str).to_numpy(),
         part["position_z"].to_numpy(dtype=np.float64),
         part["ID"].astype(str).to_numpy(),
