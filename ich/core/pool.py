@@ -4,7 +4,8 @@ limit per task and replacement of workers that die.
 Built on `pebble <https://pypi.org/project/Pebble/>`_'s ``ProcessPool``, which stops a worker whose task runs
 past its time limit and starts a new one when a worker dies (a decoder's segfault, ``os._exit``, the
 out-of-memory killer). What a task costs the run is then that task only: it comes back as a
-:class:`TaskFailure` with the reason, and the other tasks go on. The index, preprocess and predict use it.
+:class:`TaskFailure` with the reason, and the other tasks go on. The index, preprocess and predict use it;
+:func:`map_chunks_in_order` sends many small items a task at a time.
 
 Memory: at most ``window`` tasks are scheduled ahead of the oldest unfinished one, and results are yielded as
 soon as every earlier one is, so memory stays flat however many items there are (232 k or 752 k files).
@@ -19,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
@@ -26,7 +28,7 @@ from pebble import ProcessExpired, ProcessPool
 
 from ich.core.quarantine import timed_out, worker_died
 
-__all__ = ["TaskFailure", "resolve_workers", "map_in_order"]
+__all__ = ["TaskFailure", "resolve_workers", "map_in_order", "map_chunks_in_order"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -114,3 +116,54 @@ def map_in_order(
         else:
             pool.stop()
         pool.join()
+
+
+def _run_chunk(function: Callable[[T], R], chunk: list[T]) -> list[R]:
+    return [function(item) for item in chunk]
+
+
+def map_chunks_in_order(
+    function: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    chunk_size: int,
+    workers: int = 0,
+    timeout_s: float | None = None,
+    window: int | None = None,
+    initializer: Callable[[], None] | None = None,
+    in_process: bool = False,
+) -> Iterator[R | TaskFailure[T]]:
+    """:func:`map_in_order`, sending the workers ``chunk_size`` items a task: for many small items (a header, a
+    slice), where one task per item costs the parent more than the work (pebble's bookkeeping and a message each way).
+
+    A chunk that runs past ``timeout_s`` (the whole chunk gets the limit of one item: a healthy chunk takes a small
+    part of it) or whose worker dies is run again one item a task, each with ``timeout_s``, so only the item at fault
+    yields a :class:`TaskFailure`, with the reason; its neighbours' results come back as usual, in input order.
+
+    Args:
+        function, items, workers, timeout_s, initializer, in_process: as for :func:`map_in_order`.
+        chunk_size: items per task (>= 1).
+        window: chunks in flight at most (default ``2 * workers``).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1. Received: {chunk_size}")
+    count = resolve_workers(workers)
+    upcoming = iter(items)
+    chunks = iter(lambda: list(islice(upcoming, chunk_size)), [])
+    results = map_in_order(
+        partial(_run_chunk, function),
+        chunks,
+        workers=count,
+        timeout_s=timeout_s,
+        window=window or 2 * count,
+        initializer=initializer,
+        in_process=in_process,
+    )
+    for result in results:
+        if not isinstance(result, TaskFailure):
+            yield from result
+            continue
+        # One item of this chunk hung or killed its worker: run the chunk's items one a task to find which.
+        yield from map_in_order(
+            function, result.item, workers=min(count, len(result.item)), timeout_s=timeout_s, initializer=initializer
+        )

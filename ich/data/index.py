@@ -13,13 +13,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from functools import partial
-from itertools import islice
 
 import numpy as np
 import pandas as pd
 
 from ich.core.ids import image_path
-from ich.core.pool import TaskFailure, map_in_order, resolve_workers
+from ich.core.pool import TaskFailure, map_chunks_in_order, resolve_workers
 from ich.core.quarantine import INVALID_ID, NO_IMAGE_SIZE, no_pixel_data
 from ich.data.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
 from ich.data.tables import INDEX_COLUMNS, TABLE_COLUMNS
@@ -73,10 +72,6 @@ def _row(image_id: str, header: Header) -> dict[str, object]:
     }
 
 
-def _read_chunk(image_ids: list[str], dicom_dir: str) -> list[HeaderResult]:
-    return [read_header(image_id, dicom_dir) for image_id in image_ids]
-
-
 def index_headers(
     image_ids: Iterable[str],
     dicom_dir: str | os.PathLike,
@@ -106,16 +101,9 @@ def index_headers(
 
 
 def _scan(image_ids: Iterable[str], dicom_dir: str, workers: int) -> Iterator[HeaderResult]:
-    ids = iter(image_ids)
-    chunks = iter(lambda: list(islice(ids, _CHUNK_SIZE)), [])
-    read = partial(_read_chunk, dicom_dir=dicom_dir)
-    for result in map_in_order(read, chunks, workers=workers, window=2 * workers, in_process=workers == 1):
-        if not isinstance(result, TaskFailure):
-            yield from result
-            continue
-        # A worker died on this chunk: read its files one a task, so only the culprit is quarantined.
-        for single in map_in_order(read, ([image_id] for image_id in result.item), workers=1):
-            yield from ([HeaderResult(single.item[0], None, single.reason)] if isinstance(single, TaskFailure) else single)
+    read = partial(read_header, dicom_dir=dicom_dir)
+    for result in map_chunks_in_order(read, image_ids, chunk_size=_CHUNK_SIZE, workers=workers, in_process=workers == 1):
+        yield HeaderResult(result.item, None, result.reason) if isinstance(result, TaskFailure) else result
 
 
 @dataclass(frozen=True)

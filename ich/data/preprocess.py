@@ -15,7 +15,7 @@ from ich.core.files import write_file
 from ich.core.ids import image_path
 from ich.core.images import ShardSet
 from ich.core.labels import LABELS
-from ich.core.pool import TaskFailure, map_in_order, resolve_workers
+from ich.core.pool import TaskFailure, map_chunks_in_order, resolve_workers
 from ich.core.quarantine import FILE_MISSING, INVALID_ID
 from ich.imaging.dicom import RSNA_PIXEL_FIX_MODES
 from ich.imaging.png import encode_png
@@ -35,7 +35,10 @@ __all__ = [
 
 # Speed levers, measured by benchmarks/preprocess.py and benchmarks/preprocess_stage.py: one LUT gather
 # instead of three float passes (ich.imaging.rendering); OpenCV's area resize; the PNG writer of ich.imaging.png (numpy "Up"
-# filter, ISA-L deflate); one worker process per core; glibc keeping freed memory (ich.imaging.slices.reuse_freed_memory).
+# filter, ISA-L deflate); one worker process per core; glibc keeping freed memory (ich.imaging.slices.reuse_freed_memory);
+# files sent to the workers _CHUNK_SIZE a task: one task per file cost the parent ~0.37 ms of pebble bookkeeping
+# and the workers ~0.3 ms per file, as much as the rendering itself (benchmarks/rsna_size.py).
+_CHUNK_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ def process_many(
     ``manifest``: items are ``(ID, SHA-256)`` from the copy stage's manifest (None: the copy stage found no file).
 
     With ``file_timeout_s`` every file is processed in a worker process, so a decoder that hangs or
-    crashes costs that file (quarantined with the reason), never the run. Without it, one worker (or
+    crashes costs that file (quarantined with the reason), never the run: files go to the workers in chunks,
+    and a chunk that hangs or crashes is run again one file a task (:func:`ich.core.pool.map_chunks_in_order`). Without it, one worker (or
     fewer files than two per worker) runs in this process. Results stream back as they are ready, so
     memory stays flat however many files there are.
     """
@@ -128,11 +132,13 @@ def process_many(
     workers = resolve_workers(workers)
     ids = list(image_ids)
     in_process = file_timeout_s is None and (workers == 1 or len(ids) < 2 * workers)
-    results = map_in_order(
+    results = map_chunks_in_order(
         partial(process_file, job=job),
         ids,
+        chunk_size=_CHUNK_SIZE,
         workers=workers,
         timeout_s=file_timeout_s,
+        window=4 * workers,
         initializer=reuse_freed_memory,
         in_process=in_process,
     )

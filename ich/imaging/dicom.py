@@ -22,6 +22,7 @@ from pydicom.uid import (
 
 from ich.core.quarantine import DICOMDIR, NO_IMAGE_SIZE, NOT_DICOM, short, unreadable_header
 from ich.imaging.header import is_image_dataset, position_z, text_value, values_unchecked
+from ich.imaging.native import read_native
 
 __all__ = [
     "UnusableSlice",
@@ -93,7 +94,7 @@ def _first_number(value: object, default: float) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _stored_pixels(dataset: Dataset) -> np.ndarray:
+def _stored_pixels(dataset: Dataset | _Elements) -> np.ndarray:
     """Stored pixel values as a 2-D integer array (see :class:`CtSlice`); raises :class:`UnusableSlice` with the reason."""
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     if rows <= 0 or columns <= 0:
@@ -139,6 +140,60 @@ def read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str = "auto") -> C
         return _read_ct_slice(data, image_id, rsna_pixel_fix)
 
 
+#: The elements a slice is read with (:func:`_read_ct_slice`), besides Pixel Data.
+_SLICE_KEYWORDS: tuple[str, ...] = (
+    "SOPClassUID",
+    "Modality",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "ImagePositionPatient",
+)
+_DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence: a DICOMDIR, which dcmread reads and _check_is_ct names
+
+
+class _Elements:
+    """What :func:`ich.imaging.native.read_native` read of a slice, with the part of ``Dataset``'s interface that
+    :func:`_read_ct_slice` uses (``get``, ``in``, ``file_meta``, ``PixelData``)."""
+
+    def __init__(self, values: dict[str, object], file_meta: dict[str, object], pixel_data: bytes) -> None:
+        self.values, self.file_meta, self.PixelData = values, file_meta, pixel_data
+
+    def get(self, keyword: str, default: object = None) -> object:
+        return self.values.get(keyword, default)
+
+    def __contains__(self, keyword: str) -> bool:
+        return keyword == "PixelData" or keyword in self.values
+
+
+def _read_native_slice(data: bytes) -> _Elements | None:
+    """The slice's elements read by :func:`ich.imaging.native.read_native`, when the file is on the common path and
+    its pixels are plain 16-bit (what :func:`_stored_pixels` reads without a decoder); else None (dcmread)."""
+    native = read_native(data, _SLICE_KEYWORDS, pixels=True, refuse=(_DIRECTORY_RECORDS,))
+    if native is None or native.pixel_data is None:
+        return None
+    elements = _Elements(
+        native.values, {"MediaStorageSOPClassUID": native.media_class, "TransferSyntaxUID": native.syntax}, native.pixel_data
+    )
+    try:
+        bits_allocated = int(elements.get("BitsAllocated", 0) or 0)
+        bits_stored = int(elements.get("BitsStored", bits_allocated) or bits_allocated)
+        representation = int(elements.get("PixelRepresentation", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    return elements if bits_allocated == 16 and (representation == 0 or bits_stored == 16) else None
+
+
 def _parse(data: bytes) -> Dataset:
     """Parse a file, accepting the raw datasets some exporters write without preamble and file meta.
 
@@ -173,7 +228,7 @@ def _set_transfer_syntax(dataset: Dataset) -> None:
     )
 
 
-def _check_is_ct(dataset: Dataset) -> None:
+def _check_is_ct(dataset: Dataset | _Elements) -> None:
     """Accept CT by Modality, or by SOP Class where Modality is absent; explain anything else."""
     media_class = dataset.file_meta.get("MediaStorageSOPClassUID") if hasattr(dataset, "file_meta") else None
     if media_class == MediaStorageDirectoryStorage or "DirectoryRecordSequence" in dataset:
@@ -194,7 +249,9 @@ def _check_is_ct(dataset: Dataset) -> None:
 def _read_ct_slice(data: bytes, image_id: str, rsna_pixel_fix: str) -> CtSlice:
     if rsna_pixel_fix not in RSNA_PIXEL_FIX_MODES:
         raise ValueError(f"rsna_pixel_fix must be one of {', '.join(RSNA_PIXEL_FIX_MODES)}. Received: {rsna_pixel_fix!r}")
-    dataset = _parse(data)
+    dataset: Dataset | _Elements | None = _read_native_slice(data)
+    if dataset is None:
+        dataset = _parse(data)
     _check_is_ct(dataset)
     if "PixelData" not in dataset:
         raise UnusableSlice("no pixel data")

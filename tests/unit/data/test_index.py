@@ -9,6 +9,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 
 import ich.data.index
 import ich.imaging.header
+import ich.imaging.native
 from ich.data.index import HeaderResult, index_headers, read_header
 from ich.data.tables import INDEX_COLUMNS
 
@@ -155,12 +156,14 @@ def test_a_parser_exception_is_a_reason_but_an_interrupt_is_not(tmp_path, monkey
         raise RuntimeError("bad element\n at 0x88")
 
     monkeypatch.setattr(ich.imaging.header.pydicom, "dcmread", broken)
+    monkeypatch.setattr(ich.imaging.native, "data_element_generator", broken)  # the common path's parser too
     assert read_header("ID_b1", tmp_path) == HeaderResult("ID_b1", None, "unreadable DICOM header: bad element at 0x88")
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ich.imaging.header.pydicom, "dcmread", interrupted)
+    monkeypatch.setattr(ich.imaging.native, "data_element_generator", interrupted)
     with pytest.raises(KeyboardInterrupt):
         read_header("ID_b1", tmp_path)
 
