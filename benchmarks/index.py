@@ -8,6 +8,12 @@ ratio, and the time the scan would take for RSNA's 752,803 files at that rate (f
 storage that has to seek for every file is slower):
 
     python -m benchmarks.index --files 3000 --repeats 3
+
+``--cache-states FOLDER`` measures instead the index scan of the first ``--files`` DICOMs of an existing folder (the
+RSNA-size set of ``benchmarks.rsna_data``, say) from a cold page cache (each file's pages evicted first with
+``POSIX_FADV_DONTNEED``) and from a warm one, with the index's read-ahead and without it:
+
+    python -m benchmarks.index --cache-states /tmp/rsna-size/stage_2_train --files 100000
 """
 
 from __future__ import annotations
@@ -70,14 +76,56 @@ def plain_loop(paths: list[Path]) -> list[tuple]:
     return rows
 
 
+def _evict(paths: list[str]) -> None:
+    """Drop the files' pages from the page cache (clean pages only: the files must have been written back)."""
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+
+
+def _no_read_ahead(image_ids: list[str], dicom_dir: str) -> None:
+    return None
+
+
+def cache_states(folder: Path, files: int, workers: int) -> None:
+    """The index scan cold and warm, with the read-ahead and without it, on the first ``files`` DICOMs of ``folder``."""
+    import ich.data.index
+
+    os.sync()  # written-back pages only can be evicted
+    ids = sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".dcm"))[:files]
+    paths = [str(folder / f"{image_id}.dcm") for image_id in ids]
+    read_ahead = ich.data.index._read_ahead
+    for ahead in (True, False):
+        ich.data.index._read_ahead = read_ahead if ahead else _no_read_ahead  # type: ignore[assignment]
+        for state in ("cold", "warm"):
+            if state == "cold":
+                _evict(paths)
+            start = time.perf_counter()
+            results = list(index_headers(ids, folder, workers=workers))
+            seconds = time.perf_counter() - start
+            print(
+                f"read-ahead {'on ' if ahead else 'off'} {state}: {seconds:6.1f} s for {len(results):,} headers "
+                f"({len(results) / seconds:,.0f}/s; {RSNA_IMAGES / len(results) * seconds:,.0f} s at {RSNA_IMAGES:,})",
+                flush=True,
+            )
+    ich.data.index._read_ahead = read_ahead  # type: ignore[assignment]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=0, help="0 = all cores")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-states", type=Path, metavar="FOLDER", help="cold vs warm page cache on FOLDER's DICOMs")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+    if args.cache_states:
+        cache_states(args.cache_states, args.files, args.workers)
+        return
 
     with tempfile.TemporaryDirectory(prefix="ich-bench-index-") as work:
         folder = Path(work)

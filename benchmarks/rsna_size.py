@@ -163,9 +163,10 @@ def run_input_pipeline(project: Path) -> None:
     sys.path.insert(0, str(ROOT))
     import pandas as pd
 
-    from ich.core.labels import LABELS
+    from ich.core.images import LOCATION_COLUMNS, load_table
+    from ich.core.labels import LABELS, label_matrix
     from ich.core.params import PreprocessParams, TrainParams, load_params, section
-    from ich.training.datasets import LOCATION_COLUMNS, label_matrix, load_table, make_dataset, plan_cache
+    from ich.training.datasets import make_dataset, plan_cache
 
     params = load_params()
     train_params, preprocess = section(params, "train", TrainParams), section(params, "preprocess", PreprocessParams)

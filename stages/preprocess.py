@@ -1,6 +1,6 @@
 """Stage `preprocess`: DICOM -> HU -> 3 windows -> RGB PNG at `preprocess.image_size` (one file per image, or packed
 in shards: `preprocess.layout`); the per-split tables of the processed images; every unusable image in the quarantine
-list."""
+list (ich.data.preprocess)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ import logging
 import pandas as pd
 from tqdm import tqdm
 
-from ich.core.files import prepare_output_dir, write_csv, write_json
+from ich.core.files import prepare_output_dir
 from ich.core.images import ShardSet
 from ich.core.params import CopyParams, DataParams, PreprocessParams, load_params, section
 from ich.core.quarantine import quarantine_failure
 from ich.core.runner import StageError, run_stage
-from ich.data.copy import MANIFEST
-from ich.data.preprocess import collect_outcome, process_many, read_manifest, store_in_shards
+from ich.data.preprocess import collect_outcome, process_many, sources, store_in_shards
 from ich.data.tables import read_index
 from ich.imaging.windows import windows_from_params
 
@@ -28,16 +27,11 @@ PNG_DIR, SPLIT_DIR, QUARANTINE, METRICS = "data/png", "data/split", "data/quaran
 
 
 def main() -> None:
-    all_params = load_params()
-    params, copy = section(all_params, "preprocess", PreprocessParams), section(all_params, "copy", CopyParams)
+    params_all = load_params()
+    params, copy = section(params_all, "preprocess", PreprocessParams), section(params_all, "copy", CopyParams)
     sampled = read_index(SAMPLED)
     output = prepare_output_dir(PNG_DIR)
-    items: list = sampled["ID"].tolist()
-    dicom_dir = DICOM_DIR
-    if copy.mode == "manifest":  # the sources themselves, each checked against the hash the copy stage recorded
-        dicom_dir = section(all_params, "data", DataParams).dicom_dir
-        digests = read_manifest(f"{DICOM_DIR}/{MANIFEST}")
-        items = [(image_id, digests.get(image_id)) for image_id in items]
+    items, dicom_dir = sources(sampled["ID"].tolist(), copy.mode, section(params_all, "data", DataParams).dicom_dir, DICOM_DIR)
     shards = ShardSet(output, params.images_per_shard) if params.layout == "shards" else None
     results = process_many(
         items,
@@ -50,29 +44,20 @@ def main() -> None:
         file_timeout_s=params.file_timeout_s,
         manifest=copy.mode == "manifest",
     )
-    progress = tqdm(results, total=len(sampled), desc="preprocess", unit="img", mininterval=1.0)
+    results = tqdm(results, total=len(sampled), desc="preprocess", unit="img", mininterval=1.0)
     if shards:  # each split's images packed in its own shards, in the order processed (ich.core.images)
-        progress = store_in_shards(progress, shards, dict(zip(sampled["ID"], sampled["split"])))
-    outcome = collect_outcome(progress, sampled, pd.read_csv(INDEX_QUARANTINE, dtype=str, keep_default_na=False))
+        results = store_in_shards(results, shards, dict(zip(sampled["ID"], sampled["split"])))
+    outcome = collect_outcome(results, sampled, pd.read_csv(INDEX_QUARANTINE, dtype=str, keep_default_na=False))
     if shards:
         shards.close()
-    write_csv(outcome.quarantine, QUARANTINE)
-    for name, table in outcome.tables.items():
-        write_csv(table, f"{SPLIT_DIR}/{name}.csv")
-    write_json(outcome.metrics, METRICS)
+    outcome.write(QUARANTINE, SPLIT_DIR, METRICS)
     failure = quarantine_failure(
         outcome.metrics["quarantined"], len(sampled), outcome.reasons, params.max_quarantine_fraction, QUARANTINE
     )
     if failure:
         raise StageError(failure)
     logging.getLogger("ich").info(
-        "preprocess: %d PNGs -> %s (%s), %d quarantined (%s) in %.1f s",
-        outcome.metrics["png_written"],
-        output,
-        params.layout,
-        outcome.metrics["quarantined"],
-        ", ".join(f"{count} {reason}" for reason, count in outcome.reasons.most_common(3)) or "none",
-        time.perf_counter() - _STARTED,
+        "preprocess: %s -> %s (%s) in %.1f s", outcome.summary(), output, params.layout, time.perf_counter() - _STARTED
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ich.core.files import write_csv
-from ich.core.ids import image_path
+from ich.core.ids import image_path, is_valid_id
 
 __all__ = [
     "LAYOUTS",
@@ -38,7 +38,8 @@ __all__ = [
     "ShardSet",
     "ImageStore",
     "read_range",
-    "read_rgb_many",
+    "LOCATION_COLUMNS",
+    "load_table",
     "decode_png",
     "OpenFiles",
 ]
@@ -233,12 +234,6 @@ class ImageStore:
             }
         )
 
-    def files(self) -> list[Path]:
-        """The files holding the images (for shards: the shards and their index)."""
-        if self.index is None:
-            return sorted(self.folder.glob("*.png"))
-        return [*(self.folder / name for name in sorted(set(self.index["shard"]))), self.folder / SHARD_INDEX]
-
     def read(self, image_id: str) -> bytes:
         location = self.locate([image_id]).iloc[0]
         return read_range(location["path"], location["offset"], location["size"])
@@ -247,11 +242,23 @@ class ImageStore:
         return decode_png(self.read(image_id), image_id)
 
     def __len__(self) -> int:
-        return len(self.files()) if self.index is None else len(self.index)
+        return sum(1 for _ in self.folder.glob("*.png")) if self.index is None else len(self.index)
 
 
-def read_rgb_many(locations: pd.DataFrame | Iterable[tuple[str, int, int]]) -> list[np.ndarray]:
-    """Decode the images at ``locations`` (rows of ``path, offset, size``), in order."""
-    rows = locations.itertuples(index=False) if isinstance(locations, pd.DataFrame) else locations
-    with OpenFiles() as files:
-        return [decode_png(files.read(str(path), int(offset), int(size)), str(path)) for path, offset, size in rows]
+#: The columns :func:`load_table` adds: where each image's PNG bytes lie.
+LOCATION_COLUMNS = ("path", "offset", "size")
+
+
+def load_table(csv_path: str | os.PathLike, image_dir: str | os.PathLike, augmented: bool = False) -> pd.DataFrame:
+    """Read a split or augmented CSV and add where each image lies (:data:`LOCATION_COLUMNS`, from
+    :class:`ImageStore`: a PNG file, or a range of a shard); IDs are validated before becoming paths.
+
+    Raises:
+        ValueError: naming the first invalid ID, or an image the folder does not hold.
+    """
+    frame = pd.read_csv(csv_path, dtype={"ID": str})
+    valid = frame["ID"].map(lambda image_id: is_valid_id(image_id, augmented=augmented))
+    if not valid.all():
+        raise ValueError(f"{csv_path} holds invalid image IDs, e.g. {frame.loc[~valid, 'ID'].iloc[0]!r}")
+    locations = ImageStore.open(image_dir).locate(frame["ID"].tolist())
+    return frame.assign(**{column: locations[column].to_numpy() for column in LOCATION_COLUMNS})

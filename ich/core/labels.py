@@ -7,7 +7,12 @@ works on a "wide" table with one row per image: column ``ID`` and one 0/1 column
 
 from __future__ import annotations
 
-__all__ = ["ANY", "SUBTYPES", "LABELS", "RSNA_ROW_ORDER", "LOG_LOSS_WEIGHTS", "LOG_LOSS_EPS"]
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ANY", "SUBTYPES", "LABELS", "RSNA_ROW_ORDER", "LOG_LOSS_WEIGHTS", "LOG_LOSS_EPS", "label_matrix"]
 
 ANY = "any"
 SUBTYPES: tuple[str, ...] = (
@@ -26,3 +31,8 @@ LOG_LOSS_WEIGHTS: dict[str, float] = {ANY: 2.0, **{subtype: 1.0 for subtype in S
 #: Predictions are clipped to ``[eps, 1 - eps]`` before the log, as the RSNA 2019 Kaggle metric did
 #: (scikit-learn's ``log_loss`` default at the time).
 LOG_LOSS_EPS = 1e-15
+
+
+def label_matrix(frame: pd.DataFrame, labels: Sequence[str] = LABELS) -> np.ndarray:
+    """The 0/1 targets of a wide table as float32 ``(rows, len(labels))``."""
+    return frame[list(labels)].to_numpy(dtype=np.float32)

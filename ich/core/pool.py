@@ -118,7 +118,9 @@ def map_in_order(
         pool.join()
 
 
-def _run_chunk(function: Callable[[T], R], chunk: list[T]) -> list[R]:
+def _run_chunk(function: Callable[[T], R], prepare: Callable[[list[T]], object] | None, chunk: list[T]) -> list[R]:
+    if prepare is not None:
+        prepare(chunk)
     return [function(item) for item in chunk]
 
 
@@ -132,6 +134,7 @@ def map_chunks_in_order(
     window: int | None = None,
     initializer: Callable[[], None] | None = None,
     in_process: bool = False,
+    prepare: Callable[[list[T]], object] | None = None,
 ) -> Iterator[R | TaskFailure[T]]:
     """:func:`map_in_order`, sending the workers ``chunk_size`` items a task: for many small items (a header, a
     slice), where one task per item costs the parent more than the work (pebble's bookkeeping and a message each way).
@@ -144,6 +147,7 @@ def map_chunks_in_order(
         function, items, workers, timeout_s, initializer, in_process: as for :func:`map_in_order`.
         chunk_size: items per task (>= 1).
         window: chunks in flight at most (default ``2 * workers``).
+        prepare: called in the worker with each chunk before its items (to start reading their files ahead, say).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1. Received: {chunk_size}")
@@ -151,7 +155,7 @@ def map_chunks_in_order(
     upcoming = iter(items)
     chunks = iter(lambda: list(islice(upcoming, chunk_size)), [])
     results = map_in_order(
-        partial(_run_chunk, function),
+        partial(_run_chunk, function, prepare),
         chunks,
         workers=count,
         timeout_s=timeout_s,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -22,7 +23,7 @@ from ich.core.pool import TaskFailure, map_chunks_in_order, resolve_workers
 from ich.core.quarantine import INVALID_ID, NO_IMAGE_SIZE, no_pixel_data
 from ich.data.pseudonyms import PSEUDONYMIZED_COLUMNS, pseudonym
 from ich.data.tables import INDEX_COLUMNS, TABLE_COLUMNS
-from ich.imaging.header import Header
+from ich.imaging.header import HEAD_BYTES, Header
 from ich.imaging.header import read_header as read_dicom_header
 
 __all__ = ["HeaderResult", "read_header", "index_headers", "IndexOutcome", "build_index"]
@@ -100,9 +101,48 @@ def index_headers(
     return results
 
 
+_READ_AHEAD_THREADS = 16  # files opened at once per worker when reading ahead (a cold disk serves them in parallel)
+_read_ahead_pool: tuple[int, ThreadPoolExecutor] | None = None  # (process ID, pool): a forked worker makes its own
+
+
+def _start_reading(path: str) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # read_header gives the reason
+    try:
+        os.posix_fadvise(descriptor, 0, HEAD_BYTES, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _read_ahead(image_ids: list[str], dicom_dir: str) -> None:
+    """Open each file of a chunk from several threads and ask the kernel to read its first bytes
+    (``POSIX_FADV_WILLNEED``): from a cold disk the chunk's reads then overlap instead of waiting one by one; from the
+    page cache this costs a few microseconds a file. A no-op where ``posix_fadvise`` does not exist."""
+    global _read_ahead_pool
+    if not hasattr(os, "posix_fadvise"):
+        return
+    if _read_ahead_pool is None or _read_ahead_pool[0] != os.getpid():
+        _read_ahead_pool = (os.getpid(), ThreadPoolExecutor(_READ_AHEAD_THREADS, thread_name_prefix="read-ahead"))
+    paths = []
+    for image_id in image_ids:
+        try:
+            paths.append(str(image_path(dicom_dir, image_id, ".dcm")))
+        except ValueError:
+            continue  # read_header gives the reason
+    list(_read_ahead_pool[1].map(_start_reading, paths))
+
+
 def _scan(image_ids: Iterable[str], dicom_dir: str, workers: int) -> Iterator[HeaderResult]:
     read = partial(read_header, dicom_dir=dicom_dir)
-    for result in map_chunks_in_order(read, image_ids, chunk_size=_CHUNK_SIZE, workers=workers, in_process=workers == 1):
+    ahead = partial(_read_ahead, dicom_dir=dicom_dir)
+    results = map_chunks_in_order(
+        read, image_ids, chunk_size=_CHUNK_SIZE, workers=workers, in_process=workers == 1, prepare=ahead
+    )
+    for result in results:
         yield HeaderResult(result.item, None, result.reason) if isinstance(result, TaskFailure) else result
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ich.core.files import write_file
+from ich.core.files import write_csv, write_file, write_json
 from ich.core.ids import image_path
 from ich.core.images import ShardSet
 from ich.core.labels import LABELS
 from ich.core.pool import TaskFailure, map_chunks_in_order, resolve_workers
 from ich.core.quarantine import FILE_MISSING, INVALID_ID
+from ich.data.copy import MANIFEST
 from ich.imaging.dicom import RSNA_PIXEL_FIX_MODES
 from ich.imaging.png import encode_png
 from ich.imaging.slices import render_file, reuse_freed_memory, step_failed
@@ -30,6 +31,7 @@ __all__ = [
     "PreprocessOutcome",
     "collect_outcome",
     "store_in_shards",
+    "sources",
     "read_manifest",
 ]
 
@@ -159,6 +161,16 @@ def store_in_shards(results: Iterable[FileResult], shards: ShardSet, split_of: M
         yield result
 
 
+def sources(image_ids: Sequence[str], copy_mode: str, dicom_dir: str, copied_dir: str) -> tuple[list[Item], str]:
+    """What to read, and from which folder: with ``copy.mode: link`` the IDs, from the copy stage's folder of links
+    (``copied_dir``); with ``manifest``, ``(ID, SHA-256)`` pairs from the sources in ``dicom_dir`` themselves, each
+    checked against the hash the copy stage recorded in ``copied_dir``'s manifest (None: it found no file)."""
+    if copy_mode != "manifest":
+        return list(image_ids), copied_dir
+    digests = read_manifest(f"{copied_dir}/{MANIFEST}")
+    return [(image_id, digests.get(image_id)) for image_id in image_ids], dicom_dir
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, str]:
     """``{ID: SHA-256}`` of the copy stage's manifest (:func:`ich.data.copy.manifest_of`)."""
     manifest = pd.read_csv(path, dtype={"ID": str, "sha256": str})
@@ -180,6 +192,18 @@ class PreprocessOutcome:
     quarantine: pd.DataFrame
     metrics: dict[str, object]
     reasons: Counter
+
+    def write(self, quarantine_csv: str | os.PathLike, split_dir: str | os.PathLike, metrics_json: str | os.PathLike) -> None:
+        """Write the quarantine list, the per-split tables (``<split_dir>/<split>.csv``) and the metrics."""
+        write_csv(self.quarantine, quarantine_csv)
+        for name, table in self.tables.items():
+            write_csv(table, Path(split_dir) / f"{name}.csv")
+        write_json(self.metrics, metrics_json)
+
+    def summary(self) -> str:
+        """One line: images made, images quarantined and the commonest reasons."""
+        reasons = ", ".join(f"{count} {reason}" for reason, count in self.reasons.most_common(3)) or "none"
+        return f"{self.metrics['png_written']} PNGs, {self.metrics['quarantined']} quarantined ({reasons})"
 
 
 def collect_outcome(results: Iterable[FileResult], sampled: pd.DataFrame, earlier: pd.DataFrame) -> PreprocessOutcome:

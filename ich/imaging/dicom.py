@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -113,6 +114,7 @@ def _stored_pixels(dataset: Dataset | _Elements) -> np.ndarray:
             raise UnusableSlice(f"pixel data truncated ({len(data)} bytes, {rows}x{columns} 16-bit needs {expected})")
         # A read-only view of the file's bytes, in the file's 16-bit type (no copy, no widening).
         return np.frombuffer(data, dtype="<i2" if representation else "<u2", count=rows * columns).reshape(rows, columns)
+    assert isinstance(dataset, Dataset)  # _read_native_slice reads only what the branch above decodes
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # decoders raise many types; each becomes a quarantine reason
@@ -166,10 +168,10 @@ class _Elements:
     """What :func:`ich.imaging.native.read_native` read of a slice, with the part of ``Dataset``'s interface that
     :func:`_read_ct_slice` uses (``get``, ``in``, ``file_meta``, ``PixelData``)."""
 
-    def __init__(self, values: dict[str, object], file_meta: dict[str, object], pixel_data: bytes) -> None:
+    def __init__(self, values: dict[str, Any], file_meta: dict[str, Any], pixel_data: bytes) -> None:
         self.values, self.file_meta, self.PixelData = values, file_meta, pixel_data
 
-    def get(self, keyword: str, default: object = None) -> object:
+    def get(self, keyword: str, default: Any = None, /) -> Any:
         return self.values.get(keyword, default)
 
     def __contains__(self, keyword: str) -> bool:

@@ -20,9 +20,9 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -33,7 +33,16 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, MediaStorageDirectorySto
 from ich.core.quarantine import DICOMDIR, FILE_MISSING, NOT_DICOM, file_unreadable, unreadable_header
 from ich.imaging.native import read_native
 
-__all__ = ["HEADER_KEYWORDS", "Header", "read_header", "text_value", "position_z", "values_unchecked", "is_image_dataset"]
+__all__ = [
+    "HEAD_BYTES",
+    "HEADER_KEYWORDS",
+    "Header",
+    "read_header",
+    "text_value",
+    "position_z",
+    "values_unchecked",
+    "is_image_dataset",
+]
 
 #: The elements read of every header; pydicom skips the values of all others.
 HEADER_KEYWORDS: tuple[str, ...] = (
@@ -48,7 +57,14 @@ HEADER_KEYWORDS: tuple[str, ...] = (
     "Columns",
 )
 _TAGS = [Tag(keyword) for keyword in HEADER_KEYWORDS]
-_HEAD_BYTES = 4096  # a longer header is parsed again from the file itself
+#: Bytes read of each file at first; a longer header is parsed again from the file itself.
+HEAD_BYTES = 4096
+
+
+class ElementValues(Protocol):
+    """What the readers here take of a dataset: values by keyword (a pydicom ``Dataset``, or a plain mapping)."""
+
+    def get(self, key: str, default: Any = None, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -86,13 +102,13 @@ def is_image_dataset(dataset: Dataset) -> bool:
     return "SOPClassUID" in dataset or "Modality" in dataset
 
 
-def text_value(dataset: Dataset | Mapping[str, object], keyword: str) -> str:
+def text_value(dataset: ElementValues, keyword: str) -> str:
     """A header string without padding (some writers keep trailing NULs or spaces); empty when absent."""
     value = dataset.get(keyword)
     return "" if value is None else str(value).strip().strip("\x00").strip()
 
 
-def position_z(dataset: Dataset | Mapping[str, object]) -> float:
+def position_z(dataset: ElementValues) -> float:
     """``ImagePositionPatient[2]`` as a finite float, else NaN (absent, not three numbers, not a number)."""
     try:
         position = dataset.get("ImagePositionPatient")
@@ -123,13 +139,13 @@ def read_header(path: str | os.PathLike) -> Header | str:
 
 def _read_open(stream: BinaryIO) -> Header | str:
     size = os.fstat(stream.fileno()).st_size
-    head = stream.read(_HEAD_BYTES)
+    head = stream.read(HEAD_BYTES)
     native = read_native(head, HEADER_KEYWORDS)
     if native is not None and native.stopped_at_pixels:
         return _header_of(native.values, native.media_class, has_pixels=True)
     source: BinaryIO = io.BytesIO(head)  # the rest: dcmread
-    end = min(size, _HEAD_BYTES)
-    if size > _HEAD_BYTES:
+    end = min(size, HEAD_BYTES)
+    if size > HEAD_BYTES:
         try:
             dataset = _parse(source)
         except Exception:  # perhaps only cut off by the prefix: the whole file decides below
@@ -172,7 +188,7 @@ def _header(dataset: Dataset, has_pixels: bool) -> Header | str:
     return _header_of(dataset, media_class, has_pixels)
 
 
-def _header_of(dataset: Dataset | Mapping[str, object], media_class: object, has_pixels: bool) -> Header | str:
+def _header_of(dataset: ElementValues, media_class: object, has_pixels: bool) -> Header | str:
     if media_class == MediaStorageDirectoryStorage:
         return DICOMDIR
     return Header(

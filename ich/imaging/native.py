@@ -103,7 +103,7 @@ def _read(data: bytes, wanted: tuple[tuple[str, BaseTag], ...], pixels: bool, re
         return None
     source = io.BytesIO(data)
     source.seek(_PREFIX)
-    meta = {raw.tag: raw for raw in data_element_generator(source, False, True, stop_when=_stop_at_group_end)}
+    meta: dict[int, Any] = {raw.tag: raw for raw in data_element_generator(source, False, True, stop_when=_stop_at_group_end)}
     syntax = _value(meta.get(_SYNTAX), _DEFAULT_ENCODING)
     implicit = _IMPLICIT.get(str(syntax or "").strip("\x00 "))
     start = source.tell()
@@ -111,7 +111,7 @@ def _read(data: bytes, wanted: tuple[tuple[str, BaseTag], ...], pixels: bool, re
         return None
     tags = [tag for _, tag in wanted] + list(refuse) + ([_PIXEL_DATA] if pixels else [])
     stop = _stop_after_pixels if pixels else _stop_at_pixels
-    elements: dict[int, RawDataElement] = {
+    elements: dict[int, Any] = {
         raw.tag: raw for raw in data_element_generator(source, implicit, True, stop_when=stop, specific_tags=tags)
     }
     if any(tag in elements for tag in refuse):

@@ -38,7 +38,7 @@ def log_label_plots(live: Live, y_true: np.ndarray, y_prob: np.ndarray, threshol
 def montage(frame: pd.DataFrame, probabilities: np.ndarray, threshold: float, count: int, seed: int) -> np.ndarray:
     """A grid of slices, half positive where possible, each captioned with its true (T) and predicted (P)
     labels: ``(rows * 192, 4 * 192, 3)`` uint8 RGB. ``frame`` has the label columns, ``ID`` and where each image
-    lies (``path``, and for shards ``offset, size``: :func:`ich.training.datasets.load_table`)."""
+    lies (``path``, and for shards ``offset, size``: :func:`ich.core.images.load_table`)."""
     rng = np.random.default_rng(seed)
     positives = np.flatnonzero(frame["any"].to_numpy() == 1)
     negatives = np.flatnonzero(frame["any"].to_numpy() == 0)

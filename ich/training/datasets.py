@@ -4,7 +4,6 @@ fits the memory budget, seeded shuffle, batch, prefetch."""
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from typing import TypeAlias
 
@@ -12,35 +11,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from ich.core.ids import is_valid_id
-from ich.core.images import WHOLE_FILE, ImageStore, OpenFiles
-from ich.core.labels import LABELS
+from ich.core.images import LOCATION_COLUMNS, WHOLE_FILE, OpenFiles
 
-__all__ = ["Locations", "LOCATION_COLUMNS", "load_table", "make_dataset", "cached_bytes", "plan_cache", "label_matrix"]
+__all__ = ["Locations", "make_dataset", "cached_bytes", "plan_cache"]
 
 
 Locations: TypeAlias = Sequence[str] | pd.DataFrame
 """Where images lie: a list of whole files (PNG paths), or a frame of ``path, offset, size`` rows
 (:meth:`ich.core.images.ImageStore.locate`; ``size`` -1 is the whole file)."""
-
-
-def load_table(csv_path: str | os.PathLike, image_dir: str | os.PathLike, augmented: bool = False) -> pd.DataFrame:
-    """Read a split or augmented CSV and add where each image lies (``path, offset, size``, from
-    :class:`ich.core.images.ImageStore`: a PNG file, or a range of a shard); IDs are validated before becoming paths.
-
-    Raises:
-        ValueError: naming the first invalid ID, or an image the folder does not hold.
-    """
-    frame = pd.read_csv(csv_path, dtype={"ID": str})
-    valid = frame["ID"].map(lambda image_id: is_valid_id(image_id, augmented=augmented))
-    if not valid.all():
-        raise ValueError(f"{csv_path} holds invalid image IDs, e.g. {frame.loc[~valid, 'ID'].iloc[0]!r}")
-    locations = ImageStore.open(image_dir).locate(frame["ID"].tolist())
-    return frame.assign(**{column: locations[column].to_numpy() for column in LOCATION_COLUMNS})
-
-
-#: The columns :func:`load_table` adds: where each image's PNG bytes lie.
-LOCATION_COLUMNS = ("path", "offset", "size")
 
 
 def _decode_bytes(data: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -68,11 +46,15 @@ def _as_locations(locations: Locations) -> pd.DataFrame:
     return pd.DataFrame({"path": paths, "offset": np.zeros(len(paths), np.int64), "size": np.full(len(paths), WHOLE_FILE)})
 
 
+_BLOCK_ROWS = 64  # rows read per generator step: from_generator's per-element cost, once per block
+
+
 def _ranges_dataset(sources: list[pd.DataFrame], shuffle: bool, seed: int) -> tf.data.Dataset:
     """``((bytes, ...), row)`` for every row of ``sources`` (one frame of locations per image of a row: the image,
     and for 2.5D its neighbours), read by offset from their files; in row order, or with ``shuffle`` in a new
     seeded order every epoch (the same orders every run). Only the row numbers are shuffled: memory holds one
-    image per element in flight, however many rows there are."""
+    block of images per element in flight, however many rows there are. Rows are read :data:`_BLOCK_ROWS` at a time
+    and then unbatched: a Python generator costs ~0.3 ms a step, as much as decoding a 256 px PNG."""
     columns = [
         (frame["path"].tolist(), frame["offset"].to_numpy(np.int64), frame["size"].to_numpy(np.int64)) for frame in sources
     ]
@@ -80,14 +62,22 @@ def _ranges_dataset(sources: list[pd.DataFrame], shuffle: bool, seed: int) -> tf
     epochs = itertools.count()
 
     def generate():
-        order = np.random.default_rng((seed, next(epochs))).permutation(rows) if shuffle else range(rows)
+        order = np.random.default_rng((seed, next(epochs))).permutation(rows) if shuffle else np.arange(rows)
         with OpenFiles() as files:
-            for row in order:
-                yield tuple(files.read(paths[row], int(offsets[row]), int(sizes[row])) for paths, offsets, sizes in columns), row
+            for start in range(0, rows, _BLOCK_ROWS):
+                block = order[start : start + _BLOCK_ROWS]
+                yield (
+                    tuple(
+                        np.array([files.read(paths[row], int(offsets[row]), int(sizes[row])) for row in block], dtype=object)
+                        for paths, offsets, sizes in columns
+                    ),
+                    block.astype(np.int64),
+                )
 
-    spec = (tuple(tf.TensorSpec((), tf.string) for _ in sources), tf.TensorSpec((), tf.int64))
+    spec = (tuple(tf.TensorSpec((None,), tf.string) for _ in sources), tf.TensorSpec((None,), tf.int64))
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec).unbatch()
     # The known length: a learning-rate schedule counts steps by it (unknown, a generator's would be -2).
-    return tf.data.Dataset.from_generator(generate, output_signature=spec).apply(tf.data.experimental.assert_cardinality(rows))
+    return dataset.apply(tf.data.experimental.assert_cardinality(rows))
 
 
 def make_dataset(
@@ -174,8 +164,3 @@ def plan_cache(images: Sequence[int], image_size: int, cache_images: bool | str,
         plan.append(need <= left)
         left -= need if plan[-1] else 0
     return plan
-
-
-def label_matrix(frame: pd.DataFrame, labels: Sequence[str] = LABELS) -> np.ndarray:
-    """The 0/1 targets of ``frame`` as float32 ``(rows, len(labels))``."""
-    return frame[list(labels)].to_numpy(dtype=np.float32)

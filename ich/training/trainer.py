@@ -17,10 +17,12 @@ from dvclive.keras import DVCLiveCallback
 from dvclive.utils import standardize_metric_name
 
 from dvclive import Live
+from ich.core.images import LOCATION_COLUMNS
+from ich.core.labels import label_matrix
 from ich.data.context import neighbour_ids
 from ich.models.losses import WeightedBinaryCrossentropy, auc_metrics, positive_weights
 from ich.models.networks import backbones_of
-from ich.training.datasets import LOCATION_COLUMNS, label_matrix, make_dataset, plan_cache
+from ich.training.datasets import make_dataset, plan_cache
 from ich.training.resume import ResumableEarlyStopping, ResumeCallback, ResumeStore
 from ich.training.runtime import Runtime
 
@@ -219,7 +221,7 @@ class Trainer:
 
     Args:
         train: training images (the split plus its augmented copies) with their locations (``path, offset, size``:
-            :func:`ich.training.datasets.load_table`).
+            :func:`ich.core.images.load_table`).
         val: validation images, likewise.
         image_size: side of the square input images in pixels.
         batch_size: the global batch (per replica x replicas).

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.training.datasets import load_table, make_dataset
+from ich.core.images import load_table
+from ich.training.datasets import make_dataset
 
 
 def test_dataset_scales_to_unit_range_and_keeps_labels(tmp_path):
