@@ -5,7 +5,8 @@ Files are read in chunks of IDs by worker processes, and results stream back in 
 chunks at a time, so memory stays flat at 752 k files. A chunk whose worker dies is read again one file a task,
 so only the file that killed it is quarantined. Before reading a chunk, a worker starts the reads of all its files at
 once (:func:`_read_ahead`): from a cold disk the scan is bound by one read at a time otherwise (752 k files on
-2 cores: ~75-90 s with it, 140-230 s without, on this project's benchmark machine; ``benchmarks/index.py``).
+2 cores, extrapolated from 100,000 evicted files: ~75-90 s with it, 140-230 s without, on this project's benchmark
+machine; ``benchmarks/index.py --cache-states``).
 """
 
 from __future__ import annotations
